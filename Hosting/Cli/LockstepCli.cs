@@ -1,0 +1,36 @@
+using System.CommandLine;
+
+namespace Lockstep.Hosting.Cli;
+
+/// <summary>The <c>lockstep</c> command tree: <c>serve</c> runs a node; everything else talks to one over HTTP.</summary>
+public static class LockstepCli
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var root = new RootCommand("Lockstep: clustered, mirrored block storage over NBD.");
+        root.Subcommands.Add(ServeCommand.Create());
+        foreach (var command in CommandGroups())
+        {
+            root.Subcommands.Add(command);
+        }
+
+        var parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var error in parse.Errors)
+            {
+                Console.Error.WriteLine($"lockstep: {error.Message}");
+            }
+
+            return 2;
+        }
+
+        return await parse.InvokeAsync();
+    }
+
+    /// <summary>Subsystems add their command groups here (cluster, volume, lock, …).</summary>
+    private static IEnumerable<Command> CommandGroups()
+    {
+        yield break;
+    }
+}

@@ -1,0 +1,74 @@
+namespace Lockstep.Hosting.Node;
+
+/// <summary>
+/// Everything <c>lockstep serve</c> is configured with. Bound from the <c>Lockstep</c> section, so
+/// <c>appsettings.json</c>, environment variables (<c>Lockstep__Cluster__Port=4054</c>) and
+/// command-line flags (which win) all set the same properties.
+/// </summary>
+public sealed class LockstepOptions
+{
+    public const string SectionName = "Lockstep";
+
+    /// <summary>Stable node id; maps to lockspace and bitmap slots. Defaults to the host name.</summary>
+    public string NodeId { get; set; } = Environment.MachineName;
+
+    /// <summary>Folder for everything this node keeps (journal, leg files of the demo volume, …).</summary>
+    public string DataDirectory { get; set; } = "data";
+
+    public ClusterSection Cluster { get; set; } = new();
+
+    public HttpSection Http { get; set; } = new();
+
+    public NbdSection Nbd { get; set; } = new();
+
+    public JournalSection Journal { get; set; } = new();
+
+    public sealed class ClusterSection
+    {
+        /// <summary>Host name or IP that remoting binds to and advertises.</summary>
+        public string Host { get; set; } = "127.0.0.1";
+
+        public int Port { get; set; } = 4053;
+
+        /// <summary>Seed node addresses (<c>akka.tcp://lockstep@host:port</c> or <c>host:port</c>).</summary>
+        public List<string> Seeds { get; set; } = [];
+
+        /// <summary>
+        /// How long a node may miss a majority before it fences itself. Must stay below the split-brain
+        /// resolver's <see cref="StableAfter"/>, so survivors never recover a slot whose owner may still act.
+        /// </summary>
+        public TimeSpan FenceTimeout { get; set; } = TimeSpan.FromMilliseconds(700);
+
+        /// <summary>How long membership must be stable before the resolver downs the unreachable side.</summary>
+        public TimeSpan StableAfter { get; set; } = TimeSpan.FromSeconds(1);
+    }
+
+    public sealed class HttpSection
+    {
+        public string Host { get; set; } = "127.0.0.1";
+
+        public int Port { get; set; } = 8558;
+
+        /// <summary>Whether mutating management routes (down, leave) are accepted.</summary>
+        public bool AllowWrite { get; set; }
+    }
+
+    public sealed class NbdSection
+    {
+        public string Host { get; set; } = "127.0.0.1";
+
+        public int Port { get; set; } = 10809;
+
+        /// <summary>Create a two-leg <c>demo</c> volume under the data folder on first start.</summary>
+        public bool DemoVolume { get; set; }
+    }
+
+    public sealed class JournalSection
+    {
+        /// <summary><c>sqlite</c> (default, a file under the data folder) or <c>postgres</c>.</summary>
+        public string Provider { get; set; } = "sqlite";
+
+        /// <summary>Connection string; for SQLite defaults to <c>{DataDirectory}/journal.db</c>.</summary>
+        public string? ConnectionString { get; set; }
+    }
+}

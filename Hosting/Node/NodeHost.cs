@@ -1,0 +1,38 @@
+using Akka.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace Lockstep.Hosting.Node;
+
+/// <summary>Builds the web application that is one running Lockstep node.</summary>
+public static class NodeHost
+{
+    /// <summary>Builds (does not start) the node from configuration already layered with flags.</summary>
+    public static WebApplication Build(IConfiguration configuration)
+    {
+        var options = configuration.GetSection(LockstepOptions.SectionName).Get<LockstepOptions>() ?? new LockstepOptions();
+        options.DataDirectory = Path.GetFullPath(options.DataDirectory);
+        Directory.CreateDirectory(options.DataDirectory);
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Configuration.AddConfiguration(configuration);
+        builder.WebHost.UseKestrel(kestrel =>
+        {
+            kestrel.Listen(System.Net.IPAddress.Parse(ResolveIp(options.Http.Host)), options.Http.Port);
+        });
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(Options.Create(options));
+        builder.Services.AddAkka(ClusterSetup.SystemName, (akka, services) =>
+        {
+            akka.WithLockstepCluster(options);
+            NodeModules.ConfigureAkka(akka, options, services);
+        });
+        NodeModules.ConfigureServices(builder.Services, options);
+
+        var app = builder.Build();
+        NodeModules.MapEndpoints(app, options);
+        return app;
+    }
+
+    private static string ResolveIp(string host) =>
+        host is "localhost" ? "127.0.0.1" : host is "*" or "0.0.0.0" ? "0.0.0.0" : host;
+}

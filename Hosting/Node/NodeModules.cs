@@ -1,0 +1,23 @@
+using Akka.Hosting;
+
+namespace Lockstep.Hosting.Node;
+
+/// <summary>
+/// The one place where subsystems plug into a node: each adds its actors, services and HTTP routes
+/// here with a single line, so subsystems do not edit each other's wiring.
+/// </summary>
+internal static class NodeModules
+{
+    public static void ConfigureAkka(AkkaConfigurationBuilder akka, LockstepOptions options, IServiceProvider services)
+    {
+    }
+
+    public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
+    {
+    }
+
+    public static void MapEndpoints(WebApplication app, LockstepOptions options)
+    {
+        app.MapGet("/alive", () => Results.Ok(new { status = "alive" }));
+    }
+}

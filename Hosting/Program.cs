@@ -1,0 +1,3 @@
+using Lockstep.Hosting.Cli;
+
+return await LockstepCli.RunAsync(args);
