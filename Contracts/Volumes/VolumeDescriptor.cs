@@ -1,0 +1,26 @@
+namespace Lockstep.Contracts.Volumes;
+
+/// <summary>Fixed shape of a volume: chosen at create time, recorded in every leg superblock.</summary>
+/// <param name="SizeBytes">Exported size; a multiple of 4096.</param>
+/// <param name="ChunkSizeBytes">Bitmap granularity (one bit per chunk); a power of two ≥ 64 KiB.</param>
+/// <param name="MaxNodes">Bitmap slots per leg: one per node that may ever write the volume.</param>
+public sealed record VolumeGeometry(long SizeBytes, int ChunkSizeBytes, int MaxNodes)
+{
+    public long ChunkCount => (SizeBytes + ChunkSizeBytes - 1) / ChunkSizeBytes;
+}
+
+/// <summary>Health of one mirror leg in the committed metadata.</summary>
+public enum LegState
+{
+    InSync,
+    Failed,
+    Missing,
+    Resyncing,
+}
+
+/// <summary>One leg as the committed metadata knows it: found by <paramref name="LegId"/>, the path is only a hint.</summary>
+public sealed record LegDescriptor(Guid LegId, string Path, LegState State);
+
+/// <summary>The committed metadata of a volume that a node needs to open it.</summary>
+/// <param name="Generation">Bumped by every committed change; gateways compare it to detect stale metadata.</param>
+public sealed record VolumeDescriptor(string Name, Guid VolumeId, VolumeGeometry Geometry, IReadOnlyList<LegDescriptor> Legs, long Generation);
