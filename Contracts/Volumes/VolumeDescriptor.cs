@@ -22,5 +22,9 @@ public enum LegState
 public sealed record LegDescriptor(Guid LegId, string Path, LegState State);
 
 /// <summary>The committed metadata of a volume that a node needs to open it.</summary>
+/// <param name="Name">Volume name; also the NBD export name.</param>
+/// <param name="VolumeId">Identity written into every leg superblock.</param>
+/// <param name="Geometry">Size, chunk size and bitmap slots.</param>
+/// <param name="Legs">The mirror legs in the order they were added.</param>
 /// <param name="Generation">Bumped by every committed change; gateways compare it to detect stale metadata.</param>
 public sealed record VolumeDescriptor(string Name, Guid VolumeId, VolumeGeometry Geometry, IReadOnlyList<LegDescriptor> Legs, long Generation);
