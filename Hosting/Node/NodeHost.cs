@@ -1,4 +1,5 @@
 using Akka.Hosting;
+using Lockstep.Persistence.Journal;
 using Microsoft.Extensions.Options;
 
 namespace Lockstep.Hosting.Node;
@@ -13,6 +14,9 @@ public static class NodeHost
         options.DataDirectory = Path.GetFullPath(options.DataDirectory);
         Directory.CreateDirectory(options.DataDirectory);
 
+        // Validate the journal choice before anything listens, so a bad flag is one clear line.
+        var journal = JournalSettings.From(options.Journal.Provider, options.Journal.ConnectionString, options.DataDirectory);
+
         var builder = WebApplication.CreateSlimBuilder();
         builder.Configuration.AddConfiguration(configuration);
         builder.WebHost.UseKestrel(kestrel =>
@@ -23,7 +27,7 @@ public static class NodeHost
         builder.Services.AddSingleton(Options.Create(options));
         builder.Services.AddAkka(ClusterSetup.SystemName, (akka, services) =>
         {
-            akka.WithLockstepCluster(options);
+            akka.WithLockstepCluster(options).WithLockstepJournal(journal);
             NodeModules.ConfigureAkka(akka, options, services);
         });
         NodeModules.ConfigureServices(builder.Services, options);
