@@ -19,7 +19,9 @@ public sealed class ProtocolRoundTripTests : IDisposable
     public static TheoryData<Type> ProtocolTypes()
     {
         var data = new TheoryData<Type>();
-        foreach (var type in typeof(IProtocolMessage).Assembly.GetTypes()
+        // Contracts holds the protocols; actor-internal messages that cross nodes live in Actors.
+        var assemblies = new[] { typeof(IProtocolMessage).Assembly, typeof(LockstepHyperionSerializer).Assembly };
+        foreach (var type in assemblies.SelectMany(a => a.GetTypes())
                      .Where(t => typeof(IProtocolMessage).IsAssignableFrom(t) && t is { IsAbstract: false, IsInterface: false, IsGenericTypeDefinition: false })
                      .OrderBy(t => t.FullName, StringComparer.Ordinal))
         {
