@@ -1,4 +1,5 @@
 using Akka.Hosting;
+using Lockstep.Hosting.Management;
 
 namespace Lockstep.Hosting.Node;
 
@@ -18,6 +19,6 @@ internal static class NodeModules
 
     public static void MapEndpoints(WebApplication app, LockstepOptions options)
     {
-        app.MapGet("/alive", () => Results.Ok(new { status = "alive" }));
+        app.MapLockstepManagement(options);
     }
 }
