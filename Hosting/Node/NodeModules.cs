@@ -1,4 +1,5 @@
 using Akka.Hosting;
+using Lockstep.Hosting.Cli;
 using Lockstep.Hosting.Management;
 
 namespace Lockstep.Hosting.Node;
@@ -11,6 +12,7 @@ internal static class NodeModules
 {
     public static void ConfigureAkka(AkkaConfigurationBuilder akka, LockstepOptions options, IServiceProvider services)
     {
+        akka.WithJoinDeadline();
     }
 
     public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
