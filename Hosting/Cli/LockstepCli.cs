@@ -31,6 +31,7 @@ public static class LockstepCli
     /// <summary>Subsystems add their command groups here (cluster, volume, lock, …).</summary>
     private static IEnumerable<Command> CommandGroups()
     {
-        yield break;
+        yield return ClusterCommands.Cluster();
+        yield return ClusterCommands.ClusterSharding();
     }
 }
