@@ -1,0 +1,62 @@
+using System.Net;
+using System.Net.Sockets;
+using Akka.Actor;
+using Lockstep.Hosting.Cli;
+using Xunit;
+
+namespace Lockstep.Hosting.Tests.Cli;
+
+public sealed class ServeStartupTests
+{
+    [Theory]
+    [InlineData("127.0.0.1:4054")]
+    [InlineData("node1:4053")]
+    [InlineData("akka.tcp://lockstep@127.0.0.1:4054")]
+    public void Good_seeds_pass(string seed) => Assert.Null(ServeStartup.CheckSeeds([seed]));
+
+    [Theory]
+    [InlineData("foo", "expected akka.tcp://lockstep@host:port or host:port")]
+    [InlineData("127.0.0.1:0", "expected akka.tcp://lockstep@host:port or host:port")]
+    [InlineData("127.0.0.1:70000", "expected akka.tcp://lockstep@host:port or host:port")]
+    [InlineData("akka.tcp://x", "expected akka.tcp://lockstep@host:port or host:port")]
+    [InlineData("http://lockstep@h:1", "expected akka.tcp://lockstep@host:port or host:port")]
+    [InlineData("akka.tcp://other@127.0.0.1:4054", "the actor system must be 'lockstep', not 'other'")]
+    [InlineData("akka.tcp://lockstep@127.0.0.1", "a seed needs a host and a port between 1 and 65535")]
+    public void Bad_seeds_name_the_seed_and_the_problem(string seed, string problem) =>
+        Assert.Equal($"bad seed '{seed}': {problem}", ServeStartup.CheckSeeds(["127.0.0.1:4054", seed]));
+
+    [Fact]
+    public void A_listening_port_is_reported_with_its_flag_and_a_free_one_passes()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        var port = ((IPEndPoint)listener.LocalEndPoint!).Port;
+
+        Assert.Equal($"HTTP port 127.0.0.1:{port} is already in use (--http-port)", ServeStartup.CheckPortFree("HTTP", "--http-port", "127.0.0.1", port));
+        listener.Close();
+        Assert.Null(ServeStartup.CheckPortFree("HTTP", "--http-port", "127.0.0.1", port));
+        Assert.Null(ServeStartup.CheckPortFree("HTTP", "--http-port", "127.0.0.1", 0));
+    }
+
+    [Fact]
+    public void Stop_reasons_become_one_line_only_for_failures()
+    {
+        Assert.Equal(
+            "could not join seed akka.tcp://lockstep@127.0.0.1:4999 within 20 s; is it running and reachable?",
+            ServeStartup.DescribeStop(CoordinatedShutdown.ClusterJoinUnsuccessfulReason.Instance, ["127.0.0.1:4999"]));
+        Assert.Contains("downed", ServeStartup.DescribeStop(CoordinatedShutdown.ClusterDowningReason.Instance, []), StringComparison.Ordinal);
+        Assert.Null(ServeStartup.DescribeStop(CoordinatedShutdown.ClrExitReason.Instance, []));
+        Assert.Null(ServeStartup.DescribeStop(CoordinatedShutdown.ClusterLeavingReason.Instance, []));
+        Assert.Null(ServeStartup.DescribeStop(null, []));
+    }
+
+    [Fact]
+    public void Start_exceptions_become_one_line()
+    {
+        var busy = new InvalidOperationException("Failed to bind to [127.0.0.1:4054].\nSee inner", new SocketException((int)SocketError.AddressAlreadyInUse));
+
+        Assert.Equal("cannot start: a port is already in use (Failed to bind to [127.0.0.1:4054]. See inner)", ServeStartup.Describe(busy));
+        Assert.Equal("cannot start: disk full", ServeStartup.Describe(new IOException("disk full")));
+    }
+}
