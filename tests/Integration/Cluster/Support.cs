@@ -1,0 +1,238 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using Xunit;
+
+namespace Lockstep.Integration.Tests.Cluster;
+
+/// <summary>
+/// Tests that start real <c>lockstep</c> processes on fixed or well-known ports; they must not run in
+/// parallel with each other (the cluster script always uses 4054+, 8559+, 10810+).
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class RealProcessesCollection
+{
+    public const string Name = "real lockstep processes";
+}
+
+/// <summary>Where the repository and the built <c>lockstep</c> binary are.</summary>
+public static class Repo
+{
+    /// <summary>The folder holding Actors.sln, found upwards from the test assembly.</summary>
+    public static string Root { get; } = FindRoot();
+
+    /// <summary>The Release build of the executable; scripts/test builds it before running tests.</summary>
+    public static string Lockstep
+    {
+        get
+        {
+            var path = Path.Combine(Root, "Hosting", "bin", "Release", "net10.0", "lockstep");
+            Assert.True(File.Exists(path), $"{path} is missing; build first: dotnet build Actors.sln -c Release");
+            return path;
+        }
+    }
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Actors.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException($"no Actors.sln above {AppContext.BaseDirectory}");
+    }
+}
+
+/// <summary>What a finished process printed.</summary>
+/// <param name="ExitCode">Its exit code.</param>
+/// <param name="Stdout">Everything on stdout.</param>
+/// <param name="Stderr">Everything on stderr.</param>
+public sealed record ProcessOutcome(int ExitCode, string Stdout, string Stderr)
+{
+    /// <summary>The non-empty stderr lines.</summary>
+    public IReadOnlyList<string> StderrLines => Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    public override string ToString() => $"exit {ExitCode}\n--- stderr\n{Stderr}\n--- stdout (tail)\n{Tail(Stdout)}";
+
+    private static string Tail(string text) => text.Length > 3000 ? text[^3000..] : text;
+}
+
+/// <summary>A child process whose output is collected as it runs.</summary>
+public sealed class ChildProcess : IAsyncDisposable
+{
+    private readonly Process process;
+    private readonly StringBuilder stdout = new();
+    private readonly StringBuilder stderr = new();
+
+    private ChildProcess(Process process)
+    {
+        this.process = process;
+    }
+
+    /// <summary>Process id.</summary>
+    public int Id => process.Id;
+
+    /// <summary>Whether it has exited.</summary>
+    public bool HasExited => process.HasExited;
+
+    /// <summary>Starts <paramref name="file"/> with stdin closed and both outputs captured.</summary>
+    public static ChildProcess Start(string file, IEnumerable<string> args, string? workingDirectory = null)
+    {
+        var info = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? Repo.Root,
+        };
+        foreach (var arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        var process = new Process { StartInfo = info };
+        var child = new ChildProcess(process);
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (child.stdout) { child.stdout.AppendLine(e.Data); } } };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (child.stderr) { child.stderr.AppendLine(e.Data); } } };
+        process.Start();
+        process.StandardInput.Close();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return child;
+    }
+
+    /// <summary>Runs a command to completion; kills it and fails the test when it overruns.</summary>
+    public static async Task<ProcessOutcome> RunAsync(string file, IEnumerable<string> args, TimeSpan timeout)
+    {
+        await using var child = Start(file, args);
+        return await child.WaitAsync(timeout, $"{Path.GetFileName(file)} {string.Join(' ', args)}");
+    }
+
+    /// <summary>Waits for exit; fails with the output so far when it takes longer than <paramref name="timeout"/>.</summary>
+    public async Task<ProcessOutcome> WaitAsync(TimeSpan timeout, string what)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"'{what}' did not exit within {timeout.TotalSeconds} s; output so far:\n{Outcome(-1)}");
+        }
+
+        process.WaitForExit(); // flushes the asynchronous output readers
+        return Outcome(process.ExitCode);
+    }
+
+    /// <summary>What it printed so far.</summary>
+    public ProcessOutcome Outcome(int exitCode)
+    {
+        lock (stdout)
+        {
+            lock (stderr)
+            {
+                return new ProcessOutcome(exitCode, stdout.ToString(), stderr.ToString());
+            }
+        }
+    }
+
+    /// <summary>SIGTERM, then SIGKILL if it does not stop within 15 s.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (!process.HasExited)
+        {
+            _ = Signal.Kill(process.Id, Signal.Term);
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+            try
+            {
+                await process.WaitForExitAsync(cts.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+
+        process.Dispose();
+    }
+}
+
+/// <summary>POSIX signals, which <see cref="Process"/> cannot send except SIGKILL.</summary>
+public static partial class Signal
+{
+    public const int Term = 15;
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int signal);
+
+    /// <summary>Whether a process with that id exists and is a lockstep node (pids get reused).</summary>
+    public static bool IsLockstepAlive(int pid)
+    {
+        try
+        {
+            var cmdline = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ');
+            return cmdline.Contains("lockstep serve", StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+}
+
+/// <summary>Polling with a deadline, for state that has no event to wait on (another process's view).</summary>
+public static class Eventually
+{
+    /// <summary>
+    /// Re-checks <paramref name="probe"/> until it reports success or <paramref name="timeout"/> passes;
+    /// the failure names what was awaited and what was last seen.
+    /// </summary>
+    public static async Task<TimeSpan> UntilAsync(string what, TimeSpan timeout, Func<Task<(bool Done, string Seen)>> probe)
+    {
+        var clock = Stopwatch.StartNew();
+        var seen = "nothing yet";
+        while (clock.Elapsed < timeout)
+        {
+            (var done, seen) = await probe();
+            if (done)
+            {
+                return clock.Elapsed;
+            }
+
+            await Task.Delay(200);
+        }
+
+        Assert.Fail($"waited {timeout.TotalSeconds} s for {what}; last seen: {seen}");
+        return clock.Elapsed;
+    }
+}
+
+/// <summary>Free loopback ports for tests that start their own node.</summary>
+public static class FreePorts
+{
+    /// <summary>Ports that were free a moment ago (the OS hands out distinct ephemeral ports).</summary>
+    public static int[] Take(int count)
+    {
+        var listeners = Enumerable.Range(0, count).Select(_ =>
+        {
+            var l = new TcpListener(IPAddress.Loopback, 0);
+            l.Start();
+            return l;
+        }).ToList();
+        var ports = listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
+        listeners.ForEach(l => l.Stop());
+        return ports;
+    }
+}
