@@ -105,6 +105,11 @@ public sealed class ManagementHttpTests
             Assert.Contains("--http-write", refused.GetProperty("message").GetString(), StringComparison.Ordinal);
         }
 
+        // The CLI turns the refusal into one line and exit code 4.
+        var cli = await ChildProcess.RunAsync(Repo.Lockstep, ["cluster", "down", node.Address, "--node", node.Http], TimeSpan.FromSeconds(30));
+        Assert.True(cli.ExitCode == 4, $"expected exit 4 for a refused down: {cli}");
+        Assert.StartsWith($"lockstep: refused by {node.Http}/: ", Assert.Single(cli.StderrLines), StringComparison.Ordinal);
+
         var (readyStatus, ready) = await JsonAsync(http, new HttpRequestMessage(HttpMethod.Get, "/ready"));
         Assert.Equal(HttpStatusCode.OK, readyStatus);
         Assert.Equal("Up", ready.GetProperty("status").GetString());
