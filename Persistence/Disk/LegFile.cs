@@ -34,7 +34,7 @@ public sealed class LegFile : ILegDevice
 
     internal SafeFileHandle Handle => _handle;
 
-    public long Length { get; }
+    public long Length { get; private set; }
 
     public bool DirectIo { get; }
 
@@ -122,6 +122,22 @@ public sealed class LegFile : ILegDevice
             handle.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Grows a regular-file leg (sparse) to <paramref name="length"/> bytes.</summary>
+    internal void Grow(long length)
+    {
+        if (IsBlockDevice)
+        {
+            throw new IOException($"block device {Path} cannot grow to {length} bytes");
+        }
+
+        if (Libc.FTruncate(_handle, length) != 0)
+        {
+            throw new IOException($"cannot grow leg {Path} to {length} bytes: {Libc.Describe(Libc.Errno)}");
+        }
+
+        Length = length;
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]

@@ -92,9 +92,13 @@ public static class LegFormatter
                 }
 
                 // A blank or foreign file that is too short: grow it, as a missing file would have been created.
-                if (Libc.FTruncate(GetHandle(leg), layout.RequiredLength) != 0)
+                try
                 {
-                    throw new LegFormatException($"cannot grow leg {path} to {layout.RequiredLength} bytes: {Libc.Describe(Libc.Errno)}");
+                    leg.Grow(layout.RequiredLength);
+                }
+                catch (IOException e)
+                {
+                    throw new LegFormatException(e.Message, e);
                 }
             }
 
@@ -135,6 +139,4 @@ public static class LegFormatter
             }
         }
     }
-
-    private static Microsoft.Win32.SafeHandles.SafeFileHandle GetHandle(LegFile leg) => leg.Handle;
 }
