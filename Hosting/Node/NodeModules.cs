@@ -1,6 +1,7 @@
 using Akka.Hosting;
 using Lockstep.Hosting.Cli;
 using Lockstep.Hosting.Management;
+using Lockstep.Hosting.Volumes;
 
 namespace Lockstep.Hosting.Node;
 
@@ -13,14 +14,17 @@ internal static class NodeModules
     public static void ConfigureAkka(AkkaConfigurationBuilder akka, LockstepOptions options, IServiceProvider services)
     {
         akka.WithJoinDeadline();
+        akka.WithLockstepVolumes(options);
     }
 
     public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
     {
+        services.AddLockstepVolumes(options);
     }
 
     public static void MapEndpoints(WebApplication app, LockstepOptions options)
     {
         app.MapLockstepManagement(options);
+        app.MapLockstepVolumes(options);
     }
 }
