@@ -61,7 +61,13 @@ public static class SizeText
             return false;
         }
 
-        if (total != decimal.Truncate(total) || total > long.MaxValue)
+        if (total > long.MaxValue)
+        {
+            error = $"size '{text}' is too large";
+            return false;
+        }
+
+        if (total != decimal.Truncate(total))
         {
             error = $"size '{text}' is not a whole number of bytes";
             return false;
