@@ -1,0 +1,38 @@
+using Lockstep.Contracts.Disk;
+
+namespace Lockstep.Persistence.Disk;
+
+/// <summary>
+/// Raw I/O on one mirror leg (a file or block device), offsets from the start of the leg (metadata included).
+/// Buffers must come from <see cref="AlignedBufferPool"/> and offsets and lengths must be multiples of
+/// <see cref="LegFormat.BlockSize"/> for reads and writes, because the leg may be open with O_DIRECT.
+/// Every failure is an <see cref="IOException"/>; the caller decides what a failed leg means.
+/// </summary>
+public interface ILegDevice : IDisposable
+{
+    /// <summary>Where the leg was opened (informational: legs are identified by UUID).</summary>
+    string Path { get; }
+
+    /// <summary>Bytes addressable on the leg.</summary>
+    long Length { get; }
+
+    /// <summary>True when reads and writes bypass the page cache (O_DIRECT).</summary>
+    bool DirectIo { get; }
+
+    /// <summary>Fills <paramref name="buffer"/> completely; a short read is an <see cref="IOException"/>.</summary>
+    ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellation = default);
+
+    ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> buffer, CancellationToken cancellation = default);
+
+    /// <summary>fdatasync: everything written before is on stable storage afterwards.</summary>
+    ValueTask FlushAsync(CancellationToken cancellation = default);
+
+    /// <summary>Makes the byte range read as zeroes (hole punched when allowed, else zeroes kept allocated).</summary>
+    ValueTask ZeroAsync(long offset, long length, bool mayPunchHole, CancellationToken cancellation = default);
+
+    /// <summary>
+    /// Appends the allocation runs of [<paramref name="offset"/>, +<paramref name="length"/>) to <paramref name="runs"/>:
+    /// (length, isHole). A device that cannot tell reports one data run.
+    /// </summary>
+    void GetAllocation(long offset, long length, List<(long Length, bool Hole)> runs);
+}

@@ -1,0 +1,340 @@
+using System.Runtime.CompilerServices;
+using Lockstep.Contracts.Disk;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Win32.SafeHandles;
+
+namespace Lockstep.Persistence.Disk;
+
+/// <summary>
+/// A leg opened with open(2) and O_DIRECT (so two nodes never read each other's stale page cache), read and
+/// written with <see cref="RandomAccess"/>. Where the filesystem refuses O_DIRECT (tmpfs answers EINVAL) the
+/// leg is opened buffered with a logged warning; fdatasync still makes flushes durable.
+/// <code>
+/// using var leg = LegFile.Open("/srv/legs/a.img", writable: true, logger);
+/// var buffer = AlignedBufferPool.Shared.Rent(4096);
+/// await leg.ReadAsync(0, buffer.All[..4096]);
+/// </code>
+/// </summary>
+public sealed class LegFile : ILegDevice
+{
+    private readonly SafeFileHandle _handle;
+
+    private LegFile(string path, SafeFileHandle handle, bool isBlockDevice, long length, bool directIo, bool writable)
+    {
+        Path = path;
+        _handle = handle;
+        IsBlockDevice = isBlockDevice;
+        Length = length;
+        DirectIo = directIo;
+        Writable = writable;
+    }
+
+    public string Path { get; }
+
+    internal SafeFileHandle Handle => _handle;
+
+    public long Length { get; private set; }
+
+    public bool DirectIo { get; }
+
+    public bool IsBlockDevice { get; }
+
+    public bool Writable { get; }
+
+    /// <summary>Opens an existing leg (file or block device). Throws <see cref="IOException"/> with the reason.</summary>
+    public static LegFile Open(string path, bool writable, ILogger? logger = null) => OpenCore(path, writable, create: false, 0, logger);
+
+    /// <summary>
+    /// Opens a leg for formatting: a missing file is created with <paramref name="createLength"/> bytes (sparse);
+    /// an existing empty file is grown to that size; anything else is opened as it is.
+    /// </summary>
+    public static LegFile OpenOrCreate(string path, long createLength, ILogger? logger = null) => OpenCore(path, writable: true, create: true, createLength, logger);
+
+    private static LegFile OpenCore(string path, bool writable, bool create, long createLength, ILogger? logger)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        logger ??= NullLogger.Instance;
+        var flags = (writable ? Libc.O_RDWR : Libc.O_RDONLY) | Libc.O_CLOEXEC;
+        if (create)
+        {
+            flags |= Libc.O_CREAT;
+        }
+
+        if (Directory.Exists(path))
+        {
+            throw new IOException($"leg {path} is a directory, not a file or block device");
+        }
+
+        var direct = true;
+        var fd = Libc.Open(path, flags | Libc.O_DIRECT, 0b110_100_000);
+        if (fd < 0 && Libc.Errno == Libc.EINVAL)
+        {
+            // tmpfs and some FUSE filesystems refuse O_DIRECT; buffered I/O plus fdatasync is still durable.
+            direct = false;
+            fd = Libc.Open(path, flags, 0b110_100_000);
+            if (fd >= 0)
+            {
+                logger.LogWarning("Leg {Path}: the filesystem refuses O_DIRECT; using buffered I/O (other nodes may see stale page cache)", path);
+            }
+        }
+
+        if (fd < 0)
+        {
+            var errno = Libc.Errno;
+            throw new IOException($"cannot open leg {path}: {Libc.Describe(errno)}");
+        }
+
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        try
+        {
+            bool isBlock;
+            long length;
+            if (Libc.IoctlU64(handle, Libc.BLKGETSIZE64, out var deviceSize) == 0)
+            {
+                isBlock = true;
+                length = (long)deviceSize;
+            }
+            else
+            {
+                isBlock = false;
+                length = Libc.LSeek(handle, 0, Libc.SEEK_END);
+                if (length < 0)
+                {
+                    throw new IOException($"cannot size leg {path}: {Libc.Describe(Libc.Errno)}");
+                }
+
+                if (create && length == 0 && createLength > 0)
+                {
+                    if (Libc.FTruncate(handle, createLength) != 0)
+                    {
+                        throw new IOException($"cannot size new leg {path} to {createLength} bytes: {Libc.Describe(Libc.Errno)}");
+                    }
+
+                    length = createLength;
+                }
+            }
+
+            return new LegFile(path, handle, isBlock, length, direct, writable);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Grows a regular-file leg (sparse) to <paramref name="length"/> bytes.</summary>
+    internal void Grow(long length)
+    {
+        if (IsBlockDevice)
+        {
+            throw new IOException($"block device {Path} cannot grow to {length} bytes");
+        }
+
+        if (Libc.FTruncate(_handle, length) != 0)
+        {
+            throw new IOException($"cannot grow leg {Path} to {length} bytes: {Libc.Describe(Libc.Errno)}");
+        }
+
+        Length = length;
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellation = default)
+    {
+        var done = 0;
+        while (done < buffer.Length)
+        {
+            int read;
+            try
+            {
+                read = await RandomAccess.ReadAsync(_handle, buffer[done..], offset + done, cancellation).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not IOException and not OperationCanceledException)
+            {
+                throw new IOException($"leg {Path}: read of {buffer.Length} bytes at {offset} failed: {e.Message}", e);
+            }
+
+            if (read == 0)
+            {
+                throw new IOException($"leg {Path}: short read at {offset + done} (leg is {Length} bytes)");
+            }
+
+            done += read;
+        }
+    }
+
+    /// <summary>Synchronous read for one-off metadata probes; <paramref name="buffer"/> must be aligned memory.</summary>
+    public void ReadExactly(long offset, Span<byte> buffer)
+    {
+        var done = 0;
+        while (done < buffer.Length)
+        {
+            var read = RandomAccess.Read(_handle, buffer[done..], offset + done);
+            if (read == 0)
+            {
+                throw new IOException($"leg {Path}: short read at {offset + done} (leg is {Length} bytes)");
+            }
+
+            done += read;
+        }
+    }
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> buffer, CancellationToken cancellation = default)
+    {
+        if (offset + buffer.Length > Length)
+        {
+            return ValueTask.FromException(new IOException($"leg {Path}: write at {offset}+{buffer.Length} is past its end {Length}"));
+        }
+
+        return RandomAccess.WriteAsync(_handle, buffer, offset, cancellation);
+    }
+
+    public ValueTask FlushAsync(CancellationToken cancellation = default) =>
+        Writable ? BlockingSyscall.Run(static (h, _, _, _) => Libc.FDataSync(h) == 0 ? null : "fdatasync failed: " + Libc.Describe(Libc.Errno), _handle, 0, 0, 0) : ValueTask.CompletedTask;
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask ZeroAsync(long offset, long length, bool mayPunchHole, CancellationToken cancellation = default)
+    {
+        if (length <= 0)
+        {
+            return;
+        }
+
+        if (offset < 0 || offset + length > Length)
+        {
+            throw new IOException($"leg {Path}: zero range {offset}+{length} is outside the leg ({Length} bytes)");
+        }
+
+        try
+        {
+            if (IsBlockDevice)
+            {
+                // BLKZEROOUT needs 512-byte alignment; the unaligned edges are rewritten below.
+                var start = LegLayout.AlignUp(offset, 512);
+                var end = (offset + length) / 512 * 512;
+                if (end > start)
+                {
+                    await BlockingSyscall.Run(static (h, s, l, _) => ZeroOut(h, s, l), _handle, start, end - start, 0).ConfigureAwait(false);
+                }
+
+                await WriteZeroesAsync(offset, start - offset, cancellation).ConfigureAwait(false);
+                await WriteZeroesAsync(Math.Max(end, start), offset + length - Math.Max(end, start), cancellation).ConfigureAwait(false);
+                return;
+            }
+
+            var mode = Libc.FALLOC_FL_KEEP_SIZE | (mayPunchHole ? Libc.FALLOC_FL_PUNCH_HOLE : Libc.FALLOC_FL_ZERO_RANGE);
+            await BlockingSyscall.Run(static (h, o, l, m) => Libc.FAllocate(h, m, o, l) == 0 ? null : Failure("fallocate", Libc.Errno), _handle, offset, length, mode).ConfigureAwait(false);
+        }
+        catch (IOException e) when (e.Message.StartsWith(UnsupportedPrefix, StringComparison.Ordinal))
+        {
+            // The filesystem or device cannot zero in place: write zeroes, which every leg can.
+            await WriteZeroesAsync(offset, length, cancellation).ConfigureAwait(false);
+        }
+    }
+
+    private const string UnsupportedPrefix = "unsupported: ";
+
+    // "Cannot do this here" errors lead to the write-zeroes fallback; real I/O errors fail the leg.
+    private static string Failure(string call, int errno) =>
+        (errno is Libc.EOPNOTSUPP or Libc.ENOSYS or Libc.EINVAL or Libc.ENOTTY ? UnsupportedPrefix : "") + call + " failed: " + Libc.Describe(errno);
+
+    private static string? ZeroOut(SafeFileHandle handle, long start, long length)
+    {
+        unsafe
+        {
+            var range = stackalloc ulong[2];
+            range[0] = (ulong)start;
+            range[1] = (ulong)length;
+            return Libc.IoctlRange(handle, Libc.BLKZEROOUT, range) == 0 ? null : Failure("BLKZEROOUT", Libc.Errno);
+        }
+    }
+
+    /// <summary>Writes zeroes over an arbitrary range, read-modify-writing the partial 4 KiB blocks at the edges.</summary>
+    private async ValueTask WriteZeroesAsync(long offset, long length, CancellationToken cancellation)
+    {
+        if (length <= 0)
+        {
+            return;
+        }
+
+        const int block = LegFormat.BlockSize;
+        var pool = AlignedBufferPool.Shared;
+        var start = offset / block * block;
+        var end = LegLayout.AlignUp(offset + length, block);
+        const int piece = 1 << 20;
+        var buffer = pool.Rent(piece);
+        try
+        {
+            for (var position = start; position < end; position += piece)
+            {
+                var count = (int)Math.Min(piece, end - position);
+                var memory = buffer.All[..count];
+                var partial = position < offset || position + count > offset + length;
+                if (partial)
+                {
+                    await ReadAsync(position, memory, cancellation).ConfigureAwait(false);
+                    var zeroFrom = Math.Max(offset, position) - position;
+                    var zeroTo = Math.Min(offset + length, position + count) - position;
+                    memory.Span[(int)zeroFrom..(int)zeroTo].Clear();
+                }
+                else
+                {
+                    memory.Span.Clear();
+                }
+
+                await WriteAsync(position, memory, cancellation).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            pool.Return(buffer);
+        }
+    }
+
+    public void GetAllocation(long offset, long length, List<(long Length, bool Hole)> runs)
+    {
+        ArgumentNullException.ThrowIfNull(runs);
+        var end = Math.Min(offset + length, Length);
+        if (IsBlockDevice || offset >= end)
+        {
+            runs.Add((length, false));
+            return;
+        }
+
+        var position = offset;
+        while (position < end)
+        {
+            var data = Libc.LSeek(_handle, position, Libc.SEEK_DATA);
+            if (data < 0)
+            {
+                var errno = Libc.Errno;
+                if (errno == Libc.ENXIO)
+                {
+                    runs.Add((end - position, true)); // no data up to the end of the file
+                    return;
+                }
+
+                // Filesystem without SEEK_DATA: everything counts as data, which is always correct.
+                runs.Add((end - position, false));
+                return;
+            }
+
+            if (data > position)
+            {
+                var holeEnd = Math.Min(data, end);
+                runs.Add((holeEnd - position, true));
+                position = holeEnd;
+                continue;
+            }
+
+            var hole = Libc.LSeek(_handle, position, Libc.SEEK_HOLE);
+            var dataEnd = hole < 0 ? end : Math.Min(hole, end);
+            runs.Add((dataEnd - position, false));
+            position = dataEnd;
+        }
+    }
+
+    public void Dispose() => _handle.Dispose();
+}
