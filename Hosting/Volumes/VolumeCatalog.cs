@@ -28,8 +28,11 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
     /// <summary>Bitmap slot this node writes (0-based; DLM slot 1). See the class remarks.</summary>
     public const int NodeSlot = 0;
 
-    /// <summary>How long a management command waits for its entity (a create formats legs: allow for a big zeroing).</summary>
+    /// <summary>How long a management command waits for its entity.</summary>
     public static readonly TimeSpan CommandTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long a command that formats or wipes legs waits (zeroing an existing block device takes a while).</summary>
+    public static readonly TimeSpan DiskWorkTimeout = TimeSpan.FromMinutes(10);
 
     private readonly ActorRegistry _actors;
     private readonly ILogger<VolumeCatalog> _logger;
@@ -57,9 +60,10 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
     public async Task<IVolumeProtocol> SendAsync(IVolumeCommand command, CancellationToken cancellation = default)
     {
         var region = await RegionAsync<VolumeRegionKey>(cancellation);
+        var timeout = command is CreateVolume or AddLeg or DeleteVolume ? DiskWorkTimeout : CommandTimeout;
         try
         {
-            var reply = await region.Ask<IVolumeProtocol>(command, CommandTimeout, cancellation);
+            var reply = await region.Ask<IVolumeProtocol>(command, timeout, cancellation);
             if (command is not GetVolume && reply is VolumeInfo)
             {
                 _ = RefreshAsync(CancellationToken.None);
@@ -69,7 +73,7 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
         }
         catch (AskTimeoutException e)
         {
-            throw new VolumeUnavailableException($"volume '{command.Name}' did not answer within {CommandTimeout.TotalSeconds:0} s (is the cluster up?)", e);
+            throw new VolumeUnavailableException($"volume '{command.Name}' did not answer within {timeout.TotalSeconds:0} s (is the cluster up?)", e);
         }
     }
 
