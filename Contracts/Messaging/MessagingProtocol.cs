@@ -183,3 +183,10 @@ public sealed record HolderSnapshot(long NextToRun, bool Purged, IReadOnlyList<H
 
 /// <summary>One entry of a <see cref="HolderSnapshot"/>; <paramref name="Status"/> is null while it was running.</summary>
 public sealed record HolderSnapshotEntry(long Seq, string TargetId, SerializedPayload Payload, SerializedPayload? Status);
+
+/// <summary>The shard hand-off stop message of holders: finish running handlers, hand over, then stop.</summary>
+public sealed record HolderHandOffStop : IMessagingProtocol
+{
+    /// <summary>The single instance.</summary>
+    public static readonly HolderHandOffStop Instance = new();
+}
