@@ -1,0 +1,95 @@
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Hosting;
+using Lockstep.Contracts;
+
+namespace Lockstep.Actors.Messaging;
+
+/// <summary>
+/// The reliable-messaging layer of one node: the holder regions (<c>message-holder</c> in memory,
+/// <c>message-holder-persistent</c> journaled), the outbox, the sender API and the handler registry.
+/// Started once per actor system by <see cref="Start"/> (or <c>WithLockstepMessaging</c>); found again with
+/// <see cref="Get"/>.
+/// </summary>
+public sealed class LockstepMessaging : IExtension
+{
+    /// <summary>Region of in-memory holders.</summary>
+    public const string MemoryRegionName = "message-holder";
+
+    /// <summary>Region of persisted holders.</summary>
+    public const string PersistedRegionName = "message-holder-persistent";
+
+    private LockstepMessaging(ActorSystem system, MessagingOptions options)
+    {
+        Options = options;
+        MessagingMetrics.ReportedCap = options.HolderCap;
+        var sharding = ClusterSharding.Get(system);
+
+        // Holders must never be passivated while idle: an in-memory holder would forget what it ran.
+        var settings = ClusterShardingSettings.Create(system).WithPassivateIdleAfter(TimeSpan.Zero).WithRememberEntities(false);
+        var extractor = new HolderMessageExtractor(options.HolderShards);
+        MemoryRegion = sharding.Start(MemoryRegionName,
+            channel => Props.Create(() => new MessageHolderActor(new HolderRuntime(system, options, Handlers, channel))),
+            settings, extractor, ShardAllocationStrategy.LeastShardAllocationStrategy(1, 0.1), Contracts.Messaging.HolderHandOffStop.Instance);
+        PersistedRegion = sharding.Start(PersistedRegionName,
+            channel => Props.Create(() => new PersistentMessageHolderActor(new HolderRuntime(system, options, Handlers, channel))),
+            settings, extractor, ShardAllocationStrategy.LeastShardAllocationStrategy(1, 0.1), Contracts.Messaging.HolderHandOffStop.Instance);
+        Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Handlers)), "lockstep-outbox");
+        Sender = new ReliableSender(system, Outbox);
+    }
+
+    /// <summary>The options the layer runs with.</summary>
+    public MessagingOptions Options { get; }
+
+    /// <summary>Send requests through the layer.</summary>
+    public IReliableSender Sender { get; }
+
+    /// <summary>Register this node's receiver-side handlers, by entity type.</summary>
+    public MessageHandlerRegistry Handlers { get; } = new();
+
+    /// <summary>The in-memory holder region.</summary>
+    public IActorRef MemoryRegion { get; }
+
+    /// <summary>The persisted holder region.</summary>
+    public IActorRef PersistedRegion { get; }
+
+    /// <summary>The node's outbox actor.</summary>
+    public IActorRef Outbox { get; }
+
+    /// <summary>Starts the layer on <paramref name="system"/> (idempotent: a second call returns the running one).</summary>
+    public static LockstepMessaging Start(ActorSystem system, MessagingOptions options) =>
+        (LockstepMessaging)system.RegisterExtension(new Id(options));
+
+    /// <summary>The running layer; throws if it was not started on this system.</summary>
+    public static LockstepMessaging Get(ActorSystem system) =>
+        system.HasExtension<LockstepMessaging>()
+            ? system.GetExtension<LockstepMessaging>()
+            : throw new InvalidOperationException("Reliable messaging is not started on this node: call WithLockstepMessaging (or LockstepMessaging.Start).");
+
+    private sealed class Id(MessagingOptions options) : ExtensionIdProvider<LockstepMessaging>
+    {
+        public override LockstepMessaging CreateExtension(ExtendedActorSystem system) => new(system, options);
+    }
+
+    /// <summary>Routes holder messages by channel; shards by the channel's hash.</summary>
+    private sealed class HolderMessageExtractor(int shards) : HashCodeMessageExtractor(shards)
+    {
+        public override string EntityId(object message) => (message as IWithEntityId)?.EntityId!;
+    }
+}
+
+/// <summary>Node wiring of the layer.</summary>
+public static class MessagingSetup
+{
+    /// <summary>
+    /// Starts reliable messaging when the node's actor system starts. One line in NodeModules:
+    /// <c>akka.WithLockstepMessaging(new MessagingOptions());</c>. Other subsystems then use
+    /// <c>LockstepMessaging.Get(system)</c> for the sender and to register handlers.
+    /// </summary>
+    public static AkkaConfigurationBuilder WithLockstepMessaging(this AkkaConfigurationBuilder builder, MessagingOptions options) =>
+        builder.WithActors((system, registry) =>
+        {
+            var messaging = LockstepMessaging.Start(system, options);
+            registry.TryRegister<LockstepMessaging>(messaging.Outbox);
+        });
+}

@@ -1,0 +1,102 @@
+using Akka.Actor;
+using Lockstep.Contracts.Messaging;
+
+namespace Lockstep.Actors.Messaging;
+
+/// <summary>
+/// The in-memory Message Holder of one channel (lock traffic): a sharded entity in region
+/// <c>message-holder</c> whose id is the channel. On a shard move it finishes running handlers and hands
+/// its watermark and undelivered statuses to the sender before stopping, so nothing runs twice.
+/// </summary>
+internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
+{
+    private readonly HolderRuntime _runtime;
+    private readonly MessageHolderState<IActorRef> _state;
+    private HolderHandOver? _handOver;
+    private IActorRef _handOverTo = ActorRefs.Nobody;
+
+    public MessageHolderActor(HolderRuntime runtime)
+    {
+        _runtime = runtime;
+        _state = new MessageHolderState<IActorRef>(runtime.Options.HolderCap, Guid.NewGuid());
+        Receive<HolderDeliver>(d => Apply(_state.Lookup(d, Sender, _runtime.HandlerAvailable)));
+        Receive<HolderDrop>(d => Apply(_state.Drop(d.Seq, Sender)));
+        Receive<HandlerDone>(d => Apply(_state.Completed(d.Seq, d.Status)));
+        Receive<HolderHandOffStop>(_ => Apply(_state.BeginHandOver(handOverToSender: true)));
+        Receive<HolderHandOverAck>(ack =>
+        {
+            if (ack.HolderIncarnation == _state.Incarnation && _handOver is not null)
+            {
+                Context.Stop(Self);
+            }
+        });
+        Receive<RetryHandOver>(_ =>
+        {
+            if (_handOver is not null)
+            {
+                _runtime.Send(_handOverTo, _handOver, Self);
+            }
+        });
+        Receive<PurgeChannel>(p =>
+        {
+            Sender.Tell(new ChannelPurged(p.ChannelId, _state.Purge()));
+            Context.Stop(Self);
+        });
+        Receive<GetHolderStats>(_ => Sender.Tell(new HolderStats(_runtime.ChannelId, _state.Incarnation, _state.Count, _state.Cap, _state.NextToRun, _state.Runs, _state.Rejections)));
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    private void Apply(IReadOnlyList<HolderEffect<IActorRef>> effects) => HolderEffects.Apply(_runtime, _state, effects, Self, handOver =>
+    {
+        _handOver = handOver.Message;
+        _handOverTo = handOver.To;
+        Timers.StartPeriodicTimer("hand-over", RetryHandOver.Instance, _runtime.Options.HandOverRetry);
+    });
+
+    private sealed record RetryHandOver
+    {
+        public static readonly RetryHandOver Instance = new();
+    }
+}
+
+/// <summary>Executes holder effects; shared by the in-memory and the persisted holder.</summary>
+internal static class HolderEffects
+{
+    public static void Apply(
+        HolderRuntime runtime, MessageHolderState<IActorRef> state, IReadOnlyList<HolderEffect<IActorRef>> effects, IActorRef self,
+        Action<(IActorRef To, HolderHandOver Message)> onHandOver)
+    {
+        foreach (var effect in effects)
+        {
+            switch (effect)
+            {
+                case HolderRun<IActorRef> run:
+                    runtime.Run(run, self);
+                    break;
+                case HolderReply<IActorRef> reply:
+                    runtime.Send(reply.To, new HolderStatus(runtime.ChannelId, reply.Seq, state.Incarnation, reply.Status), self);
+                    break;
+                case HolderConfirmDrop<IActorRef> confirm:
+                    runtime.Send(confirm.To, new HolderDropConfirmed(runtime.ChannelId, confirm.Seq, state.Incarnation), self);
+                    break;
+                case HolderReject<IActorRef> reject:
+                    if (reject.Reason != HolderRejectReason.StaleIncarnation)
+                    {
+                        MessagingMetrics.Rejections.Add(1, new KeyValuePair<string, object?>("reason", reject.Reason.ToString()));
+                    }
+
+                    runtime.Send(reject.To, new HolderRejected(runtime.ChannelId, reject.Seq, reject.Reason, reject.Cap, reject.InUse, state.Incarnation), self);
+                    break;
+                case HolderHandOverTo<IActorRef> handOver:
+                    var message = new HolderHandOver(runtime.ChannelId, state.Incarnation, handOver.NextToRun, handOver.Completed);
+                    runtime.Send(handOver.To, message, self);
+                    onHandOver((handOver.To, message));
+                    break;
+                case HolderReadyToStop<IActorRef>:
+                    self.Tell(PoisonPill.Instance);
+                    break;
+            }
+        }
+    }
+}

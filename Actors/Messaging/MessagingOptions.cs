@@ -1,0 +1,54 @@
+using Akka.Actor;
+
+namespace Lockstep.Actors.Messaging;
+
+/// <summary>Settings of the reliable-messaging layer; the same on every node of a cluster.</summary>
+public sealed class MessagingOptions
+{
+    /// <summary>Most entries one channel's holder keeps before it refuses with <c>ChannelFull</c> (reported in stats and metrics).</summary>
+    public int HolderCap { get; set; } = 4096;
+
+    /// <summary>Sender-side window and back-off.</summary>
+    public OutboxLimits Outbox { get; set; } = new();
+
+    /// <summary>How often the outbox checks for requests due for a re-send.</summary>
+    public TimeSpan TickInterval { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Entity types whose holders keep their entries in the journal (control-plane commands), so exactly-once
+    /// holds across a crash of the holder's node. All others (lock traffic) are held in memory.
+    /// </summary>
+    public ISet<string> PersistedEntityTypes { get; set; } = new HashSet<string>(StringComparer.Ordinal);
+
+    /// <summary>Shards of each holder region: a few per node, so holders spread and move in small steps.</summary>
+    public int HolderShards { get; set; } = 30;
+
+    /// <summary>How often a moving in-memory holder repeats its hand-over until the sender acknowledges it.</summary>
+    public TimeSpan HandOverRetry { get; set; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Snapshot a persisted holder every this many journal events.</summary>
+    public int SnapshotEvery { get; set; } = 1000;
+
+    /// <summary>
+    /// Every envelope of the layer goes through this; the default is <c>Tell</c>. Fault tests put a chaotic
+    /// transport here (duplicate, delay, drop) — the layer must deliver exactly-once regardless.
+    /// </summary>
+    public IMessagingTransport Transport { get; set; } = DirectTransport.Instance;
+}
+
+/// <summary>The last step of sending an envelope of the layer (a seam for fault injection).</summary>
+public interface IMessagingTransport
+{
+    /// <summary>Sends <paramref name="message"/> to <paramref name="to"/> as <paramref name="sender"/>.</summary>
+    void Send(IActorRef to, object message, IActorRef sender);
+}
+
+/// <summary>Plain <c>Tell</c>.</summary>
+public sealed class DirectTransport : IMessagingTransport
+{
+    /// <summary>The single instance.</summary>
+    public static readonly DirectTransport Instance = new();
+
+    /// <inheritdoc />
+    public void Send(IActorRef to, object message, IActorRef sender) => to.Tell(message, sender);
+}

@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Remote;
+using Lockstep.Contracts.Messaging;
+
+namespace Lockstep.Actors.Messaging;
+
+/// <summary>A caller's request to the node's outbox (local only: it carries the caller's completion).</summary>
+internal sealed record OutboxSend(string EntityType, string EntityId, SerializedPayload Payload, TaskCompletionSource<SerializedPayload> Completion)
+    : INoSerializationVerificationNeeded;
+
+/// <summary>
+/// The node's sender side: one per node incarnation, for all channels. It keeps every request until the
+/// holder confirmed its drop, and re-sends on the resend timer (with back-off), when an association comes
+/// (back) up, and when cluster membership changes (a holder's shard may have moved). When a member is
+/// removed it purges the holders of that member's channels (recover_slot).
+/// </summary>
+internal sealed class OutboxActor : ReceiveActor, IWithTimers
+{
+    private readonly MessagingOptions _options;
+    private readonly IActorRef _memoryRegion;
+    private readonly IActorRef _persistedRegion;
+    private readonly MessageHandlerRegistry _handlers;
+    private readonly OutboxState<TaskCompletionSource<SerializedPayload>> _state;
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private long _resendsReported;
+
+    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers)
+    {
+        _options = options;
+        _memoryRegion = memoryRegion;
+        _persistedRegion = persistedRegion;
+        _handlers = handlers;
+        var self = Cluster.Get(Context.System).SelfUniqueAddress;
+        _state = new OutboxState<TaskCompletionSource<SerializedPayload>>(self.Address.ToString(), self.Uid, options.Outbox);
+
+        Receive<OutboxSend>(s => Apply(_state.Send(s.EntityType, s.EntityId, s.Payload, s.Completion, Now)));
+        Receive<HolderStatus>(s => Apply(_state.OnStatus(s, Now)));
+        Receive<HolderDropConfirmed>(c => Apply(_state.OnDropConfirmed(c, Now)));
+        Receive<HolderRejected>(r => Apply(_state.OnRejected(r, Now)));
+        Receive<HolderHandOver>(h => Apply(_state.OnHandOver(h, Now), Sender));
+        Receive<Tick>(_ => Apply(_state.Tick(Now)));
+        Receive<AssociatedEvent>(_ => Apply(_state.ResendAll(Now)));
+        Receive<DisassociatedEvent>(_ => { });
+        Receive<ClusterEvent.MemberUp>(_ => Apply(_state.ResendAll(Now)));
+        Receive<ClusterEvent.MemberRemoved>(removed =>
+        {
+            PurgeChannelsOf(removed.Member.UniqueAddress);
+            Apply(_state.ResendAll(Now));
+        });
+        Receive<ClusterEvent.IMemberEvent>(_ => { });
+        Receive<ClusterEvent.CurrentClusterState>(_ => { });
+        Receive<ChannelPurged>(_ => { });
+        Receive<Status.Failure>(_ => { });
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    /// <summary>Pending calls (for stats).</summary>
+    internal int Pending => _state.Pending;
+
+    private long Now => _clock.ElapsedMilliseconds;
+
+    protected override void PreStart()
+    {
+        Context.System.EventStream.Subscribe(Self, typeof(AssociatedEvent));
+        Context.System.EventStream.Subscribe(Self, typeof(DisassociatedEvent));
+        Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.IMemberEvent));
+        Timers.StartPeriodicTimer("resend", Tick.Instance, _options.TickInterval);
+    }
+
+    protected override void PostStop()
+    {
+        Context.System.EventStream.Unsubscribe(Self);
+        Cluster.Get(Context.System).Unsubscribe(Self);
+    }
+
+    private void PurgeChannelsOf(UniqueAddress removed)
+    {
+        // Only the oldest remaining member does it, so one purge per channel is sent rather than one per node.
+        var cluster = Cluster.Get(Context.System);
+        var oldest = cluster.State.Members.Where(m => m.Status == MemberStatus.Up && !m.UniqueAddress.Equals(removed))
+            .OrderBy(m => m, Member.AgeOrdering).FirstOrDefault();
+        if (oldest is null || !oldest.UniqueAddress.Equals(cluster.SelfUniqueAddress))
+        {
+            return;
+        }
+
+        foreach (var entityType in _handlers.EntityTypes.Union(_options.PersistedEntityTypes))
+        {
+            var channel = MessagingChannel.Format(entityType, removed.Address.ToString(), removed.Uid);
+            RegionFor(entityType).Tell(new PurgeChannel(channel));
+        }
+    }
+
+    private IActorRef RegionFor(string entityType) =>
+        _options.PersistedEntityTypes.Contains(entityType) ? _persistedRegion : _memoryRegion;
+
+    private IActorRef RegionForChannel(string channelId) =>
+        RegionFor(MessagingChannel.TryParse(channelId, out var type, out _, out _) ? type : string.Empty);
+
+    private void Apply(IReadOnlyList<OutboxEffect<TaskCompletionSource<SerializedPayload>>> effects, IActorRef? handOverFrom = null)
+    {
+        foreach (var effect in effects)
+        {
+            switch (effect)
+            {
+                case OutboxTransmit<TaskCompletionSource<SerializedPayload>> t:
+                    _options.Transport.Send(RegionForChannel(t.Request.ChannelId), t.Request, Self);
+                    break;
+                case OutboxTransmitDrop<TaskCompletionSource<SerializedPayload>> d:
+                    _options.Transport.Send(RegionForChannel(d.Drop.ChannelId), d.Drop, Self);
+                    break;
+                case OutboxComplete<TaskCompletionSource<SerializedPayload>> c:
+                    c.Caller.TrySetResult(c.Status);
+                    break;
+                case OutboxFail<TaskCompletionSource<SerializedPayload>> f:
+                    f.Caller.TrySetException(new ReliableMessagingException(f.Reason));
+                    break;
+                case OutboxAckHandOver<TaskCompletionSource<SerializedPayload>> a when handOverFrom is not null:
+                    _options.Transport.Send(handOverFrom, a.Ack, Self);
+                    break;
+            }
+        }
+
+        if (_state.Resends != _resendsReported)
+        {
+            MessagingMetrics.Resends.Add(_state.Resends - _resendsReported);
+            _resendsReported = _state.Resends;
+        }
+    }
+
+    private sealed record Tick
+    {
+        public static readonly Tick Instance = new();
+    }
+}
+
+/// <summary>The layer could not complete a call (outbox full, or this node was removed from the cluster).</summary>
+public sealed class ReliableMessagingException(string message) : Exception(message);
+
+/// <summary>The receiver's handler threw; the message names its exception. It ran (once).</summary>
+public sealed class ReliableHandlerException(string exceptionType, string message)
+    : Exception($"the handler failed with {exceptionType}: {message}")
+{
+    /// <summary>The handler exception's type name.</summary>
+    public string ExceptionType { get; } = exceptionType;
+}
