@@ -19,6 +19,9 @@ public sealed class LockManager : ILockManager
     /// <summary>Name of the lock client actor under <c>/user</c>; other nodes address it for dumps.</summary>
     public const string ClientName = "lock-client";
 
+    /// <summary>Name of the torture runner under <c>/user</c>.</summary>
+    public const string TortureName = "lock-torture";
+
     private const string RegistryName = "lock-registry";
 
     private readonly ActorSystem _system;
@@ -70,7 +73,9 @@ public sealed class LockManager : ILockManager
             RegistryName);
         var registry = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RegistryName}", ClusterSingletonProxySettings.Create(system)), RegistryName + "-proxy");
         var client = system.ActorOf(LockClientActor.Props(region, options), ClientName);
-        return new LockManager(system, options, region, registry, client);
+        var manager = new LockManager(system, options, region, registry, client);
+        system.ActorOf(Props.Create(() => new LockTortureActor(manager)), TortureName);
+        return manager;
     }
 
     public async Task<ILockspace> OpenLockspaceAsync(string name, int lvbLength = 0, CancellationToken cancellationToken = default)
@@ -124,6 +129,10 @@ public sealed class LockManager : ILockManager
     /// <summary>Asks the resource entity for its dump (wherever it lives).</summary>
     public Task<LockResourceDump> DumpResourceAsync(string lockspace, string resource, CancellationToken cancellationToken = default) =>
         Region.Ask<LockResourceDump>(new DumpLockResource(LockNames.EntityId(lockspace, resource)), _options.AskTimeout, cancellationToken);
+
+    /// <summary>Runs the counter torture with clients on every member; see <see cref="LockTorture"/>.</summary>
+    public Task<LockTortureResult> RunTortureAsync(int clients, int iterations, TimeSpan timeout) =>
+        LockTorture.RunClusterAsync(_system, this, clients, iterations, timeout);
 
     internal long NextLockId() => Interlocked.Increment(ref _nextLockId);
 }

@@ -105,3 +105,17 @@ public sealed record ListLocalLockResources(string Lockspace) : ILockProtocol;
 
 /// <summary>The resources of a lockspace that one node masters.</summary>
 public sealed record LocalLockResources(string NodeId, IReadOnlyList<LockResourceDump> Resources) : ILockProtocol;
+
+/// <summary>Asks a node's torture runner to run <paramref name="Clients"/> counter clients against one resource.</summary>
+/// <param name="Lockspace">Lockspace of the counter.</param>
+/// <param name="Resource">The counter resource; its LVB holds a little-endian 64-bit count.</param>
+/// <param name="Clients">Concurrent clients on this node.</param>
+/// <param name="Iterations">Increments per client.</param>
+/// <param name="TimeoutMs">Bound on the whole run and on every lock request.</param>
+public sealed record RunLockTorture(string Lockspace, string Resource, int Clients, int Iterations, long TimeoutMs) : ILockProtocol;
+
+/// <summary>What one node's torture clients did.</summary>
+/// <param name="NodeId">The node.</param>
+/// <param name="Increments">Increments that completed (lock, read, write back, unlock).</param>
+/// <param name="Error">The first failure, or empty.</param>
+public sealed record LockTortureDone(string NodeId, long Increments, string Error) : ILockProtocol;

@@ -192,6 +192,17 @@ public sealed class LockClusterTests(ThreeNodeCluster cluster, ITestOutputHelper
     }
 
     [Fact]
+    public async Task Cluster_torture_runs_clients_on_every_member_and_reads_the_counter_back()
+    {
+        var result = await cluster.Managers[2].RunTortureAsync(clients: 6, iterations: 50, TimeSpan.FromSeconds(60));
+        Assert.Equal(["n1", "n2", "n3"], result.Nodes.Select(n => n.NodeId).Order());
+        Assert.All(result.Nodes, n => Assert.Equal(string.Empty, n.Error));
+        Assert.Equal(300, result.Expected);
+        Assert.Equal(300, result.Found);
+        Assert.True(result.Ok);
+    }
+
+    [Fact]
     public async Task Lockspace_dump_gathers_resources_from_every_master()
     {
         var spaces = await Task.WhenAll(cluster.Managers.Select(m => m.OpenLockspaceAsync("dump")));
