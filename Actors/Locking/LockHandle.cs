@@ -70,6 +70,12 @@ internal sealed class LockHandle : ILockHandle
 
     public bool Released => _released;
 
+    /// <summary>Requested with PERSISTENT: survives the session as an orphan.</summary>
+    public bool Persistent { get; init; }
+
+    /// <summary>The session ended and left this lock to the resource as an orphan.</summary>
+    internal void Abandon() => MarkReleased();
+
     public async Task ConvertAsync(LockMode mode, LockFlags flags = LockFlags.None, ReadOnlyMemory<byte>? lvb = null, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
     {
         if (lvb is { } value)
@@ -231,7 +237,7 @@ internal sealed class Lockspace : ILockspace
             value.Span.CopyTo(initial);
         }
 
-        var handle = new LockHandle(this, resource, entityId, _manager.NextLockId(), initial, bast);
+        var handle = new LockHandle(this, resource, entityId, _manager.NextLockId(), initial, bast) { Persistent = flags.HasFlag(LockFlags.Persistent) };
         lock (_gate)
         {
             _handles.Add(handle);
@@ -285,6 +291,13 @@ internal sealed class Lockspace : ILockspace
             _handles.Clear();
         }
 
-        await Task.WhenAll(handles.Where(h => !h.Released).Select(h => h.DisposeAsync().AsTask()));
+        // PERSISTENT locks outlive the session as orphans (the resource keeps them granted); the rest are released.
+        foreach (var orphaned in handles.Where(h => h.Persistent && !h.Released))
+        {
+            _manager.Region.Tell(new PurgeLockOwner(orphaned.EntityId, Owner.NodeId, Session));
+            orphaned.Abandon();
+        }
+
+        await Task.WhenAll(handles.Where(h => !h.Persistent && !h.Released).Select(h => h.DisposeAsync().AsTask()));
     }
 }

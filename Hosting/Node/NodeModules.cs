@@ -1,5 +1,6 @@
 using Akka.Hosting;
 using Lockstep.Hosting.Cli;
+using Lockstep.Hosting.Locking;
 using Lockstep.Hosting.Management;
 
 namespace Lockstep.Hosting.Node;
@@ -13,14 +14,17 @@ internal static class NodeModules
     public static void ConfigureAkka(AkkaConfigurationBuilder akka, LockstepOptions options, IServiceProvider services)
     {
         akka.WithJoinDeadline();
+        akka.WithLockstepLocking(services);
     }
 
     public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
     {
+        services.AddLockstepLocking(options);
     }
 
     public static void MapEndpoints(WebApplication app, LockstepOptions options)
     {
         app.MapLockstepManagement(options);
+        app.MapLockstepLocking();
     }
 }

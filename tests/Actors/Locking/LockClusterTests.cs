@@ -163,6 +163,24 @@ public sealed class LockClusterTests(ThreeNodeCluster cluster, ITestOutputHelper
     }
 
     [Fact]
+    public async Task A_persistent_lock_outlives_its_session_and_is_adopted_with_orphan()
+    {
+        var a = await cluster.Managers[0].OpenLockspaceAsync("orphan");
+        var b = await cluster.Managers[1].OpenLockspaceAsync("orphan");
+        var held = await a.LockAsync("r", LockMode.EX, LockFlags.Persistent);
+        await a.DisposeAsync();
+        Assert.True(held.LostToken.IsCancellationRequested);
+        await AwaitQueue("orphan", "r", d => d.Granted.Count == 1 && d.Granted[0].Orphan, "the session's lock to become an orphan");
+
+        var blocked = await Assert.ThrowsAsync<LockRequestException>(() => b.LockAsync("r", LockMode.EX, LockFlags.NoQueue));
+        Assert.Equal(LockStatus.WouldBlock, blocked.Status);
+        await using var adopted = await b.LockAsync("r", LockMode.EX, LockFlags.Orphan).WaitAsync(Patience);
+        Assert.Equal(LockMode.EX, adopted.Mode);
+        var dump = await cluster.Managers[2].DumpResourceAsync("orphan", "r");
+        Assert.Equal(("n2", false), (Assert.Single(dump.Granted).NodeId, dump.Granted[0].Orphan));
+    }
+
+    [Fact]
     public async Task Counter_torture_over_three_nodes_counts_every_increment()
     {
         const int clientsPerNode = 4;

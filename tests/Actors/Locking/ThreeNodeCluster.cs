@@ -64,14 +64,14 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
         }
 
         var all = Task.WhenAll(up);
-        if (await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(30))) != all)
+        if (await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(60))) != all)
         {
-            throw new TimeoutException("The three test members did not all reach Up within 30 s");
+            throw new TimeoutException("The three test members did not all reach Up within 60 s");
         }
 
         for (var i = 0; i < 3; i++)
         {
-            Managers[i] = LockManager.Start(Systems[i], new LockingOptions { NodeId = $"n{i + 1}", PassivateAfter = TimeSpan.FromSeconds(2) });
+            Managers[i] = LockManager.Start(Systems[i], new LockingOptions { NodeId = $"n{i + 1}", PassivateAfter = TimeSpan.FromSeconds(2), AskTimeout = TimeSpan.FromSeconds(30) });
         }
     }
 
