@@ -33,5 +33,6 @@ public static class LockstepCli
     {
         yield return ClusterCommands.Cluster();
         yield return ClusterCommands.ClusterSharding();
+        yield return Locking.LockCommands.Create();
     }
 }
