@@ -34,5 +34,6 @@ public static class LockstepCli
         yield return ClusterCommands.Cluster();
         yield return ClusterCommands.ClusterSharding();
         yield return Lockstep.Hosting.Volumes.VolumeCommands.Create();
+        yield return Locking.LockCommands.Create();
     }
 }

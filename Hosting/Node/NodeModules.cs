@@ -1,5 +1,6 @@
 using Akka.Hosting;
 using Lockstep.Hosting.Cli;
+using Lockstep.Hosting.Locking;
 using Lockstep.Hosting.Management;
 using Lockstep.Hosting.Volumes;
 
@@ -15,16 +16,19 @@ internal static class NodeModules
     {
         akka.WithJoinDeadline();
         akka.WithLockstepVolumes(options);
+        akka.WithLockstepLocking(services);
     }
 
     public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
     {
         services.AddLockstepVolumes(options);
+        services.AddLockstepLocking(options);
     }
 
     public static void MapEndpoints(WebApplication app, LockstepOptions options)
     {
         app.MapLockstepManagement(options);
         app.MapLockstepVolumes(options);
+        app.MapLockstepLocking();
     }
 }

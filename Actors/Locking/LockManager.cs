@@ -1,0 +1,138 @@
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Cluster.Sharding;
+using Akka.Cluster.Tools.Singleton;
+using Akka.DistributedData;
+using Lockstep.Contracts.Locking;
+
+namespace Lockstep.Actors.Locking;
+
+/// <summary>
+/// Starts the DLM on one node — the <c>lock</c> shard region, the lockspace registry singleton and
+/// the node's lock client — and is the node's <see cref="ILockManager"/>.
+/// </summary>
+public sealed class LockManager : ILockManager
+{
+    /// <summary>The shard region every lock resource lives in.</summary>
+    public const string RegionName = "lock";
+
+    /// <summary>Name of the lock client actor under <c>/user</c>; other nodes address it for dumps.</summary>
+    public const string ClientName = "lock-client";
+
+    /// <summary>Name of the torture runner under <c>/user</c>.</summary>
+    public const string TortureName = "lock-torture";
+
+    private const string RegistryName = "lock-registry";
+
+    private readonly ActorSystem _system;
+    private readonly LockingOptions _options;
+    private readonly IActorRef _registry;
+    private long _nextLockId;
+
+    private LockManager(ActorSystem system, LockingOptions options, IActorRef region, IActorRef registry, IActorRef client)
+    {
+        _system = system;
+        _options = options;
+        Region = region;
+        _registry = registry;
+        Client = client;
+
+        // Random high bits keep ids of different nodes and incarnations apart on a shared resource
+        // (the resource also refuses a duplicate id); the low 32 bits count.
+        _nextLockId = (long)Random.Shared.Next(1, int.MaxValue) << 32;
+    }
+
+    public string NodeId => _options.NodeId;
+
+    /// <summary>The <c>lock</c> shard region of this node.</summary>
+    public IActorRef Region { get; }
+
+    internal IActorRef Client { get; }
+
+    /// <summary>Starts the DLM in <paramref name="system"/> (which must be a cluster member) and returns its manager.</summary>
+    public static LockManager Start(ActorSystem system, LockingOptions options)
+    {
+        if (string.IsNullOrWhiteSpace(options.NodeId))
+        {
+            throw new ArgumentException("Locking needs a node id.", nameof(options));
+        }
+
+        system.Settings.InjectTopLevelFallback(ClusterSingleton.DefaultConfig());
+
+        // Every node must run the replicator, or the registry's majority writes cannot succeed.
+        _ = DistributedData.Get(system);
+        var region = ClusterSharding.Get(system).Start(
+            RegionName,
+            entityId => LockResourceActor.Props(entityId, options.NodeId, options),
+            ClusterShardingSettings.Create(system),
+            new LockMessageExtractor(options.ShardCount),
+            new RequesterShardAllocationStrategy(),
+            StopLockResource.Instance);
+        system.ActorOf(
+            ClusterSingletonManager.Props(LockspaceRegistryActor.Props(options), PoisonPill.Instance, ClusterSingletonManagerSettings.Create(system)),
+            RegistryName);
+        var registry = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RegistryName}", ClusterSingletonProxySettings.Create(system)), RegistryName + "-proxy");
+        var client = system.ActorOf(LockClientActor.Props(region, options), ClientName);
+        var manager = new LockManager(system, options, region, registry, client);
+        system.ActorOf(Props.Create(() => new LockTortureActor(manager)), TortureName);
+        return manager;
+    }
+
+    public async Task<ILockspace> OpenLockspaceAsync(string name, int lvbLength = 0, CancellationToken cancellationToken = default)
+    {
+        if (LockNames.LockspaceError(name) is { } error)
+        {
+            throw new ArgumentException(error, nameof(name));
+        }
+
+        var reply = await _registry.Ask<ILockProtocol>(new JoinLockspace(name, lvbLength, NodeId), _options.AskTimeout, cancellationToken);
+        return reply switch
+        {
+            LockspaceJoined joined => new Lockspace(this, joined.Lockspace, joined.Slot, joined.LvbLength),
+            LockspaceRejected rejected => throw new ArgumentException(rejected.Reason, nameof(name)),
+            _ => throw new InvalidOperationException($"Unexpected registry reply {reply.GetType().Name}"),
+        };
+    }
+
+    public async Task<IReadOnlyList<LockspaceInfo>> ListLockspacesAsync(CancellationToken cancellationToken = default)
+    {
+        var table = await _registry.Ask<LockspaceTable>(ListLockspaces.Instance, _options.AskTimeout, cancellationToken);
+        return table.Lockspaces;
+    }
+
+    public async Task<LockspaceDump> DumpLockspaceAsync(string lockspace, CancellationToken cancellationToken = default)
+    {
+        if (LockNames.LockspaceError(lockspace) is { } error)
+        {
+            throw new ArgumentException(error, nameof(lockspace));
+        }
+
+        var members = Cluster.Get(_system).State.Members.Where(m => m.Status == MemberStatus.Up).Select(m => m.Address).ToList();
+        var answers = await Task.WhenAll(members.Select(async address =>
+        {
+            try
+            {
+                var client = _system.ActorSelection(new RootActorPath(address) / "user" / ClientName);
+                return (address, (LocalLockResources?)await client.Ask<LocalLockResources>(new ListLocalLockResources(lockspace), _options.AskTimeout, cancellationToken));
+            }
+            catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+            {
+                return (address, null);
+            }
+        }));
+
+        var resources = answers.Where(a => a.Item2 is not null).SelectMany(a => a.Item2!.Resources).OrderBy(r => r.EntityId, StringComparer.Ordinal).ToList();
+        var missing = answers.Where(a => a.Item2 is null).Select(a => a.address.ToString()).ToList();
+        return new LockspaceDump(resources, missing);
+    }
+
+    /// <summary>Asks the resource entity for its dump (wherever it lives).</summary>
+    public Task<LockResourceDump> DumpResourceAsync(string lockspace, string resource, CancellationToken cancellationToken = default) =>
+        Region.Ask<LockResourceDump>(new DumpLockResource(LockNames.EntityId(lockspace, resource)), _options.AskTimeout, cancellationToken);
+
+    /// <summary>Runs the counter torture with clients on every member; see <see cref="LockTorture"/>.</summary>
+    public Task<LockTortureResult> RunTortureAsync(int clients, int iterations, TimeSpan timeout) =>
+        LockTorture.RunClusterAsync(_system, this, clients, iterations, timeout);
+
+    internal long NextLockId() => Interlocked.Increment(ref _nextLockId);
+}

@@ -1,0 +1,27 @@
+namespace Lockstep.Actors.Locking;
+
+/// <summary>Settings of the DLM on one node; bound from the <c>Lockstep:Locking</c> section.</summary>
+public sealed class LockingOptions
+{
+    public const string SectionName = "Lockstep:Locking";
+
+    /// <summary>The stable node id that lock owners and lockspace slots are keyed by.</summary>
+    public string NodeId { get; set; } = Environment.MachineName;
+
+    /// <summary>
+    /// Shards of the <c>lock</c> region. A shard is mastered where it is first asked for and never
+    /// moves while its node lives, so more shards put more resources on the node that uses them
+    /// first; each shard costs an entry in the coordinator's replicated state. 512 keeps that state
+    /// small while two resources of different users rarely share a shard.
+    /// </summary>
+    public int ShardCount { get; set; } = 512;
+
+    /// <summary>How long a resource without any lock stays alive (keeping its LVB) before it passivates.</summary>
+    public TimeSpan PassivateAfter { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>LVB length of lockspaces created without one.</summary>
+    public int DefaultLvbLength { get; set; } = LockResourceState.DefaultLvbLength;
+
+    /// <summary>How long joining a lockspace or listing resources may take before it fails.</summary>
+    public TimeSpan AskTimeout { get; set; } = TimeSpan.FromSeconds(10);
+}

@@ -1,0 +1,93 @@
+using Lockstep.Actors.Locking;
+using Lockstep.Contracts.Locking;
+
+namespace Lockstep.Hosting.Locking;
+
+/// <summary>A lockspace in <c>GET /v1/lockspaces</c>.</summary>
+public sealed record LockspaceView(string Name, int LvbLength, IReadOnlyList<SlotView> Slots);
+
+/// <summary>A node's slot.</summary>
+public sealed record SlotView(string NodeId, int Slot);
+
+/// <summary><c>GET /v1/locks?lockspace=…</c>: the <c>dlm_tool lockdebug</c> view of a lockspace.</summary>
+public sealed record LocksView(string Lockspace, IReadOnlyList<ResourceView> Resources, IReadOnlyList<string> MissingNodes);
+
+/// <summary>One resource: where it is mastered, its LVB (hex) and its three queues.</summary>
+public sealed record ResourceView(string Resource, string Master, int LvbLength, string Lvb, long LvbSeq, bool ValueNotValid, IReadOnlyList<LockView> Granted, IReadOnlyList<LockView> Converting, IReadOnlyList<LockView> Waiting);
+
+/// <summary>One lock: id (hex), owner, granted mode (null while a new request waits), requested mode, flags.</summary>
+public sealed record LockView(string LockId, string Node, int Slot, string Session, string? Granted, string Requested, string Flags, bool Orphan);
+
+/// <summary><c>POST /v1/locks/torture</c>: what the counter torture expected and found.</summary>
+public sealed record TortureView(long Expected, long Found, bool Ok, double Seconds, IReadOnlyList<TortureNodeView> Nodes);
+
+/// <summary>One node's share of a torture run.</summary>
+public sealed record TortureNodeView(string Node, long Increments, string Error);
+
+/// <summary>An error body.</summary>
+public sealed record LockError(string Error);
+
+/// <summary>The DLM's management routes.</summary>
+public static class LockEndpoints
+{
+    /// <summary>Largest torture a node accepts, so one request cannot tie the cluster up for hours.</summary>
+    public const int MaxTortureClients = 256;
+
+    public const int MaxTortureIterations = 100_000;
+
+    public static void Map(WebApplication app)
+    {
+        app.MapGet("/v1/lockspaces", async (LockingService locks, CancellationToken ct) =>
+        {
+            var list = await locks.ListLockspacesAsync(ct);
+            return Results.Json(list.Select(l => new LockspaceView(l.Name, l.LvbLength, l.Slots.OrderBy(s => s.Slot).Select(s => new SlotView(s.NodeId, s.Slot)).ToList())).ToList());
+        });
+
+        app.MapGet("/v1/locks", async (string? lockspace, LockingService locks, CancellationToken ct) =>
+        {
+            if (LockNames.LockspaceError(lockspace) is { } error)
+            {
+                return Results.Json(new LockError($"?lockspace=: {error}"), statusCode: StatusCodes.Status400BadRequest);
+            }
+
+            var known = await locks.ListLockspacesAsync(ct);
+            if (known.All(l => l.Name != lockspace))
+            {
+                return Results.Json(new LockError($"no lockspace '{lockspace}'"), statusCode: StatusCodes.Status404NotFound);
+            }
+
+            var dump = await locks.DumpLockspaceAsync(lockspace!, ct);
+            return Results.Json(ToView(lockspace!, dump));
+        });
+
+        app.MapPost("/v1/locks/torture", async (int? clients, int? iterations, int? timeoutSeconds, LockingService locks) =>
+        {
+            var c = clients ?? 3;
+            var i = iterations ?? 1000;
+            if (c is < 1 or > MaxTortureClients || i is < 1 or > MaxTortureIterations)
+            {
+                return Results.Json(new LockError($"clients must be 1..{MaxTortureClients} and iterations 1..{MaxTortureIterations}"), statusCode: StatusCodes.Status400BadRequest);
+            }
+
+            var manager = await locks.Manager;
+            var result = await manager.RunTortureAsync(c, i, TimeSpan.FromSeconds(Math.Clamp(timeoutSeconds ?? 300, 1, 3600)));
+            return Results.Json(new TortureView(result.Expected, result.Found, result.Ok, result.Elapsed.TotalSeconds, result.Nodes.Select(n => new TortureNodeView(n.NodeId, n.Increments, n.Error)).ToList()));
+        });
+    }
+
+    /// <summary>Shapes a dump for JSON: resource names without the lockspace prefix, LVB and ids in hex.</summary>
+    public static LocksView ToView(string lockspace, LockspaceDump dump) =>
+        new(lockspace, dump.Resources.Select(r => new ResourceView(
+            LockNames.TrySplit(r.EntityId, out _, out var resource) ? resource : r.EntityId,
+            r.MasterNode,
+            r.LvbLength,
+            Convert.ToHexStringLower(r.Lvb),
+            r.LvbSeq,
+            r.ValueNotValid,
+            r.Granted.Select(ToView).ToList(),
+            r.Converting.Select(ToView).ToList(),
+            r.Waiting.Select(ToView).ToList())).ToList(), dump.MissingNodes);
+
+    private static LockView ToView(LockDump l) =>
+        new(l.LockId.ToString("x"), l.NodeId, l.Slot, l.Session.ToString(), l.HasGranted ? l.GrantedMode.ToString() : null, l.RequestedMode.ToString(), l.Flags == LockFlags.None ? string.Empty : l.Flags.ToString(), l.Orphan);
+}

@@ -1,0 +1,82 @@
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Configuration;
+using Lockstep.Actors.Locking;
+using Lockstep.Actors.Serialization;
+using Xunit;
+
+namespace Lockstep.Actors.Tests.Locking;
+
+/// <summary>
+/// Three cluster members in one process on 127.0.0.1, ephemeral ports, every message serialized,
+/// each running the DLM under node ids n1, n2, n3.
+/// </summary>
+public sealed class ThreeNodeCluster : IAsyncLifetime
+{
+    // The failure detector tuning of Hosting/Node/ClusterSetup.cs (not referenced from this project).
+    private const string Hocon = """
+        akka.loglevel = WARNING
+        akka.actor.provider = cluster
+        akka.actor.serialize-messages = on
+        akka.remote.dot-netty.tcp.hostname = 127.0.0.1
+        akka.remote.dot-netty.tcp.port = 0
+        akka.cluster {
+          failure-detector {
+            heartbeat-interval = 200ms
+            acceptable-heartbeat-pause = 600ms
+            threshold = 8.0
+          }
+          unreachable-nodes-reaper-interval = 200ms
+          leader-actions-interval = 200ms
+          gossip-interval = 200ms
+          sharding.state-store-mode = ddata
+          sharding.remember-entities = off
+          log-info = off
+        }
+        akka.coordinated-shutdown.exit-clr = off
+        # All members stop together at the end; leaving one by one only adds timeouts.
+        akka.coordinated-shutdown.run-by-actor-system-terminate = off
+        """;
+
+    public ActorSystem[] Systems { get; } = new ActorSystem[3];
+
+    public LockManager[] Managers { get; } = new LockManager[3];
+
+    public static Config Config => ConfigurationFactory.ParseString(Hocon).WithFallback(SerializationConfig.Hocon);
+
+    public async Task InitializeAsync()
+    {
+        for (var i = 0; i < 3; i++)
+        {
+            Systems[i] = ActorSystem.Create("locktest", Config);
+        }
+
+        var seed = Cluster.Get(Systems[0]).SelfAddress;
+        var up = Systems.Select(s =>
+        {
+            var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Cluster.Get(s).RegisterOnMemberUp(() => tcs.TrySetResult());
+            return tcs.Task;
+        }).ToArray();
+        foreach (var system in Systems)
+        {
+            await Cluster.Get(system).JoinAsync(seed);
+        }
+
+        var all = Task.WhenAll(up);
+        if (await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(60))) != all)
+        {
+            throw new TimeoutException("The three test members did not all reach Up within 60 s");
+        }
+
+        for (var i = 0; i < 3; i++)
+        {
+            Managers[i] = LockManager.Start(Systems[i], new LockingOptions { NodeId = $"n{i + 1}", PassivateAfter = TimeSpan.FromSeconds(2), AskTimeout = TimeSpan.FromSeconds(30) });
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Task.WhenAll(Systems.Where(s => s is not null).Select(s => s.Terminate()));
+    }
+}

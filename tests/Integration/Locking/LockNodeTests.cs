@@ -1,0 +1,214 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Lockstep.Hosting.Locking;
+using Lockstep.Hosting.Locking.Grpc;
+using Lockstep.Integration.Tests.Cluster;
+using Status = Lockstep.Hosting.Locking.Grpc.Status;
+using Lock = Lockstep.Hosting.Locking.Grpc.Lock;
+using Convert = Lockstep.Hosting.Locking.Grpc.Convert;
+using Xunit;
+
+namespace Lockstep.Integration.Tests.Locking;
+
+/// <summary>A real <c>lockstep serve</c> process: gRPC lock sessions, the lock HTTP routes and the <c>lock</c> CLI against it.</summary>
+public sealed class LockNodeTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+    private readonly string _data = Directory.CreateTempSubdirectory("lockstep-lock-").FullName;
+    private ChildProcess? _node;
+    private int _httpPort;
+    private HttpClient _http = null!;
+
+    public async Task InitializeAsync()
+    {
+        var remoting = FreePorts.Take(1)[0];
+        _httpPort = HttpPortWithFreeGrpcPort();
+        _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{remoting}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "lk1", "--data", _data]);
+        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
+        await Eventually.UntilAsync("the node to be ready", Patience, async () =>
+        {
+            try
+            {
+                var response = await _http.GetAsync("/ready");
+                return (response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}");
+            }
+            catch (HttpRequestException ex)
+            {
+                return (false, ex.Message);
+            }
+        });
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http.Dispose();
+        if (_node is not null)
+        {
+            await _node.DisposeAsync();
+        }
+
+        Directory.Delete(_data, recursive: true);
+    }
+
+    [Fact]
+    public async Task Grpc_sessions_lock_get_basts_hand_over_the_lvb_and_release_on_close()
+    {
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
+        var client = new LockService.LockServiceClient(channel);
+        using var s1 = client.Session();
+        using var s2 = client.Session();
+        var in1 = new Inbox(s1.ResponseStream);
+        var in2 = new Inbox(s2.ResponseStream);
+
+        await s1.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "grpcls" } });
+        var opened = (await in1.NextAsync()).Opened;
+        Assert.Equal(("grpcls", 1u, 64u, "lk1"), (opened.Lockspace, opened.Slot, opened.LvbLength, opened.NodeId));
+        await s2.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "grpcls" } });
+        Assert.NotEqual(opened.Session, (await in2.NextAsync()).Opened.Session);
+
+        await s1.RequestStream.WriteAsync(new ClientMessage { RequestId = 2, Lock = new Lock { Resource = "r", Mode = Mode.Ex, Flags = 4 } });
+        var granted = (await in1.NextAsync()).Completion;
+        Assert.Equal((2ul, Status.Granted, Mode.Ex), (granted.RequestId, granted.Status, granted.GrantedMode));
+
+        await s2.RequestStream.WriteAsync(new ClientMessage { RequestId = 2, Lock = new Lock { Resource = "r", Mode = Mode.Pr, Flags = 4 } });
+        var bast = (await in1.NextAsync()).Bast;
+        Assert.Equal((granted.LockId, Mode.Pr), (bast.LockId, bast.BlockedMode));
+
+        await s1.RequestStream.WriteAsync(new ClientMessage { RequestId = 3, Unlock = new Unlock { LockId = granted.LockId, Flags = 4, Lvb = ByteString.CopyFromUtf8("abc") } });
+        Assert.Equal(Status.Unlocked, (await in1.NextAsync()).Completion.Status);
+        var handedOver = (await in2.NextAsync()).Completion;
+        Assert.Equal((2ul, Status.Granted, Mode.Pr), (handedOver.RequestId, handedOver.Status, handedOver.GrantedMode));
+        Assert.Equal("abc", handedOver.Lvb.Span[..3].ToArray().Select(b => (char)b).Aggregate("", (a, c) => a + c));
+
+        // Bad input gets an error and the stream keeps serving.
+        await s2.RequestStream.WriteAsync(new ClientMessage { RequestId = 4, Lock = new Lock { Resource = new string('x', 65), Mode = Mode.Nl } });
+        Assert.Contains("longer than 64 bytes", (await in2.NextAsync()).Error.Message);
+        await s2.RequestStream.WriteAsync(new ClientMessage { RequestId = 5, Convert = new Convert { LockId = 12345, Mode = Mode.Ex } });
+        Assert.Equal(Status.Invalid, (await in2.NextAsync()).Completion.Status);
+
+        // The lockdebug view shows the PR holder and the LVB.
+        var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=grpcls");
+        var resource = Assert.Single(view!.Resources);
+        Assert.Equal(("r", "lk1", "PR"), (resource.Resource, resource.Master, Assert.Single(resource.Granted).Granted));
+        Assert.StartsWith("616263", resource.Lvb);
+
+        // A cancelled wait, then closing the stream releases the session's lock.
+        await s1.RequestStream.WriteAsync(new ClientMessage { RequestId = 6, Lock = new Lock { Resource = "r", Mode = Mode.Ex } });
+        await s1.RequestStream.WriteAsync(new ClientMessage { RequestId = 7, Cancel = new Cancel { TargetRequestId = 6 } });
+        var cancelled = (await in1.NextAsync()).Completion;
+        Assert.Equal((6ul, Status.Cancelled), (cancelled.RequestId, cancelled.Status));
+
+        await s2.RequestStream.CompleteAsync();
+        await Eventually.UntilAsync("the closed session's lock to be released", Patience, async () =>
+        {
+            var now = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=grpcls");
+            return (now!.Resources.Count == 0, $"{now.Resources.Count} resources");
+        });
+    }
+
+    [Fact]
+    public async Task Http_routes_list_lockspaces_and_reject_bad_names()
+    {
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
+        using var s = new LockService.LockServiceClient(channel).Session();
+        await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "listed", LvbLength = 32 } });
+        Assert.Equal(32u, (await new Inbox(s.ResponseStream).NextAsync()).Opened.LvbLength);
+
+        var spaces = await _http.GetFromJsonAsync<List<LockspaceView>>("/v1/lockspaces");
+        var listed = Assert.Single(spaces!, l => l.Name == "listed");
+        Assert.Equal((32, "lk1", 1), (listed.LvbLength, listed.Slots[0].NodeId, listed.Slots[0].Slot));
+
+        Assert.Equal(HttpStatusCode.NotFound, (await _http.GetAsync("/v1/locks?lockspace=nope")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.GetAsync("/v1/locks?lockspace=bad/name")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.GetAsync("/v1/locks")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync("/v1/locks/torture?clients=0", null)).StatusCode);
+    }
+
+    [Fact]
+    public async Task Cli_torture_prints_expected_and_found_and_cli_dump_renders_the_queues()
+    {
+        var output = new StringWriter();
+        var exit = await LockCommands.TortureAsync(_http, clients: 4, iterations: 100, timeoutSeconds: 120, output, CancellationToken.None);
+        Assert.Equal(0, exit);
+        Assert.Contains("expected 400 found 400", output.ToString());
+
+        var list = new StringWriter();
+        Assert.Equal(0, await LockCommands.ListAsync(_http, json: false, list, CancellationToken.None));
+        Assert.Contains("torture", list.ToString());
+
+        var cli = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "dump", "nope", "--node", $"127.0.0.1:{_httpPort}"], Patience);
+        Assert.Equal(1, cli.ExitCode);
+        Assert.Contains("no lockspace 'nope'", cli.Stderr);
+        var torture = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "torture", "--clients", "2", "--iterations", "50", "--node", $"127.0.0.1:{_httpPort}"], TimeSpan.FromSeconds(120));
+        Assert.True(torture.ExitCode == 0, torture.ToString());
+        Assert.Contains("expected 100 found 100", torture.Stdout);
+    }
+
+    [Fact]
+    public void Dump_rendering_shows_master_lvb_and_each_queue()
+    {
+        var view = new LocksView("ls",
+        [
+            new ResourceView("r", "n2", 8, "0102030405060708", 3, true,
+                [new LockView("a1", "n1", 1, "s", "PR", "PR", "", false)],
+                [new LockView("b2", "n2", 2, "s", "PR", "EX", "ConvDeadlk", false)],
+                [new LockView("c3", "n3", 3, "s", null, "EX", "", false)]),
+        ], ["akka.tcp://lockstep@10.0.0.9:4053"]);
+        var text = LockCommands.Render(view);
+        Assert.Contains("Resource r  master n2  lvb seq 3  VALNOTVALID", text);
+        Assert.Contains("LVB 0102030405060708", text);
+        Assert.Matches(@"a1 PR\s+node n1 slot 1", text);
+        Assert.Matches(@"b2 PR \(EX\)\s+node n2 slot 2 ConvDeadlk", text);
+        Assert.Matches(@"c3 -- \(EX\)\s+node n3 slot 3", text);
+        Assert.Contains("warning: akka.tcp://lockstep@10.0.0.9:4053 did not answer", text);
+        Assert.Null(LockCommands.ParseNode("not a node"));
+        Assert.Equal(new Uri("http://127.0.0.1:8559/"), LockCommands.ParseNode("127.0.0.1:8559"));
+    }
+
+    private static int HttpPortWithFreeGrpcPort()
+    {
+        for (var attempt = 0; attempt < 50; attempt++)
+        {
+            var port = FreePorts.Take(1)[0];
+            if (port + 1000 < 65536 && IsFree(port + 1000))
+            {
+                return port;
+            }
+        }
+
+        throw new InvalidOperationException("no HTTP port with a free port 1000 above it");
+    }
+
+    private static bool IsFree(int port)
+    {
+        try
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, port);
+            listener.Start();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Reads server messages one at a time, failing with a message if none comes in time.</summary>
+    private sealed class Inbox(IAsyncStreamReader<ServerMessage> reader)
+    {
+        public async Task<ServerMessage> NextAsync()
+        {
+            using var timeout = new CancellationTokenSource(Patience);
+            if (!await reader.MoveNext(timeout.Token))
+            {
+                throw new InvalidOperationException("the server closed the stream");
+            }
+
+            return reader.Current;
+        }
+    }
+}
