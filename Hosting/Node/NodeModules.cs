@@ -1,6 +1,7 @@
 using Akka.Hosting;
 using Lockstep.Hosting.Cli;
 using Lockstep.Hosting.Management;
+using Lockstep.Hosting.Nbd;
 
 namespace Lockstep.Hosting.Node;
 
@@ -17,6 +18,7 @@ internal static class NodeModules
 
     public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
     {
+        services.AddLockstepNbd(nbd => (nbd.Host, nbd.Port) = (options.Nbd.Host, options.Nbd.Port));
     }
 
     public static void MapEndpoints(WebApplication app, LockstepOptions options)
