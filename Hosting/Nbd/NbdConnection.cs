@@ -98,7 +98,9 @@ internal sealed class NbdConnection
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
         {
-            reason = $"connection lost: {e.Message}";
+            reason = _payloadOp is not null || _skipRemaining > 0
+                ? $"client vanished in the middle of a request ({e.Message})"
+                : $"connection lost: {e.Message}";
         }
         catch (Exception e)
         {

@@ -25,6 +25,7 @@ public sealed class NbdServer(IExportCatalog catalog, IOptions<NbdServerOptions>
     private Socket? _listener;
     private Task _acceptLoop = Task.CompletedTask;
     private long _nextId;
+    private TaskCompletionSource _connectionsChanged = NewSignal();
 
     /// <summary>Where the server listens, once started.</summary>
     public IPEndPoint? LocalEndPoint { get; private set; }
@@ -34,6 +35,21 @@ public sealed class NbdServer(IExportCatalog catalog, IOptions<NbdServerOptions>
 
     /// <summary>Connections currently open.</summary>
     public int ConnectionCount => _connections.Count;
+
+    /// <summary>Completes once no connection is open (every connection's requests finished and its socket closed).</summary>
+    public async Task WaitUntilIdleAsync(CancellationToken cancellation)
+    {
+        while (true)
+        {
+            var changed = Volatile.Read(ref _connectionsChanged).Task;
+            if (_connections.IsEmpty)
+            {
+                return;
+            }
+
+            await changed.WaitAsync(cancellation).ConfigureAwait(false);
+        }
+    }
 
     /// <inheritdoc />
     public Task StartAsync(CancellationToken cancellationToken)
@@ -128,8 +144,11 @@ public sealed class NbdServer(IExportCatalog catalog, IOptions<NbdServerOptions>
         finally
         {
             _connections.TryRemove(connection.Id, out _);
+            Interlocked.Exchange(ref _connectionsChanged, NewSignal()).TrySetResult();
         }
     }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private static IPAddress ResolveAddress(string host) => host switch
     {
