@@ -1,7 +1,5 @@
-using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Threading.Tasks.Sources;
 
 namespace Lockstep.Hosting.Nbd;
 
@@ -103,93 +101,6 @@ internal sealed class NbdBufferPool
         var offset = (int)((Alignment - (address % Alignment)) % Alignment);
         return new NbdBuffer(array, offset, length);
     }
-}
-
-/// <summary>
-/// One reusable vectored send on a socket (sendmsg with an iovec per segment), awaitable without allocating.
-/// Only one send may be outstanding at a time: the connection's single writer loop owns it.
-/// </summary>
-internal sealed class NbdSocketSender : SocketAsyncEventArgs, IValueTaskSource
-{
-    private ManualResetValueTaskSourceCore<bool> _core;
-
-    public NbdSocketSender()
-        : base(unsafeSuppressExecutionContextFlow: true)
-    {
-    }
-
-    /// <summary>Sends every byte of <paramref name="segments"/> (the list is trimmed in place on partial sends).</summary>
-    public async ValueTask SendAllAsync(Socket socket, List<ArraySegment<byte>> segments)
-    {
-        long remaining = 0;
-        foreach (var segment in segments)
-        {
-            remaining += segment.Count;
-        }
-
-        while (remaining > 0)
-        {
-            await SendOnceAsync(socket, segments).ConfigureAwait(false);
-            var sent = BytesTransferred;
-            if (sent <= 0)
-            {
-                throw new SocketException((int)SocketError.ConnectionReset);
-            }
-
-            remaining -= sent;
-            if (remaining > 0)
-            {
-                TrimFront(segments, sent);
-            }
-        }
-    }
-
-    private ValueTask SendOnceAsync(Socket socket, List<ArraySegment<byte>> segments)
-    {
-        _core.Reset();
-        BufferList = segments;
-        if (socket.SendAsync(this))
-        {
-            return new ValueTask(this, _core.Version);
-        }
-
-        return SocketError == SocketError.Success ? ValueTask.CompletedTask : ValueTask.FromException(new SocketException((int)SocketError));
-    }
-
-    protected override void OnCompleted(SocketAsyncEventArgs e)
-    {
-        if (SocketError == SocketError.Success)
-        {
-            _core.SetResult(true);
-        }
-        else
-        {
-            _core.SetException(new SocketException((int)SocketError));
-        }
-    }
-
-    private static void TrimFront(List<ArraySegment<byte>> segments, int sent)
-    {
-        var drop = 0;
-        while (drop < segments.Count && sent >= segments[drop].Count)
-        {
-            sent -= segments[drop].Count;
-            drop++;
-        }
-
-        segments.RemoveRange(0, drop);
-        if (sent > 0)
-        {
-            segments[0] = segments[0][sent..];
-        }
-    }
-
-    void IValueTaskSource.GetResult(short token) => _core.GetResult(token);
-
-    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _core.GetStatus(token);
-
-    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _core.OnCompleted(continuation, state, token, flags);
 }
 
 /// <summary>

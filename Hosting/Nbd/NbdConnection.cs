@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net.Sockets;
-using System.Threading.Channels;
+using System.Collections.Concurrent;
 using Lockstep.Actors.BlockIo;
 using Lockstep.Contracts.Nbd;
 
@@ -10,8 +10,9 @@ namespace Lockstep.Hosting.Nbd;
 
 /// <summary>
 /// One client connection: the handshake, then a reader loop that parses requests and starts each on the
-/// device at once (many in flight, replies in completion order), and a single writer loop that sends the
-/// replies that have piled up with one vectored send. A protocol violation or a vanished client ends this
+/// device at once (many in flight, replies in completion order). Replies are queued; whichever thread finds
+/// no send in progress sends everything queued with one vectored send, so a reply costs no thread hop and
+/// replies that pile up share a syscall. A protocol violation or a vanished client ends this
 /// connection only; requests already started finish (nothing half-written is abandoned) before it closes.
 /// </summary>
 internal sealed class NbdConnection
@@ -26,8 +27,10 @@ internal sealed class NbdConnection
     private readonly NbdBufferPool _pool = NbdBufferPool.Shared;
     private readonly CancellationTokenSource _stopReading = new();
     private readonly CancellationTokenSource _abort = new();
-    private readonly Channel<NbdReply> _replies = Channel.CreateUnbounded<NbdReply>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = false });
-    private readonly NbdSocketSender _sender = new();
+    private readonly ConcurrentQueue<NbdReply> _replies = new();
+    private readonly SocketAsyncEventArgs _send = new(unsafeSuppressExecutionContextFlow: true);
+    private readonly List<NbdReply> _batch = [];
+    private readonly List<ArraySegment<byte>> _segments = [];
     private readonly NbdInflightBudget _budget;
     private readonly Stack<NbdRequestOp> _ops = new();
     private readonly string _remote;
@@ -36,6 +39,12 @@ internal sealed class NbdConnection
     private NbdExportState _state;
     private CancellationToken _abortToken;
     private volatile bool _sendFailed;
+    private volatile bool _closed;
+
+    // 1 while one thread owns sending (the "pump"); the reader holds flushing while it parses a buffer.
+    private int _sending;
+    private int _holdFlush;
+    private long _sendRemaining;
     private long _requests;
     private long _errors;
 
@@ -56,6 +65,11 @@ internal sealed class NbdConnection
         _budget = new NbdInflightBudget(options.MaxInflightRequests, options.MaxInflightBytes);
         _remote = socket.RemoteEndPoint?.ToString() ?? "?";
         _abortToken = _abort.Token;
+        _send.Completed += (_, _) =>
+        {
+            AfterSend();
+            Pump();
+        };
     }
 
     public long Id { get; }
@@ -68,15 +82,13 @@ internal sealed class NbdConnection
         var reason = "client closed the connection";
         var clean = false;
         var violation = false;
-        Task writer = Task.CompletedTask;
         var stopping = serverStopping.Register(() => _stopReading.Cancel());
         var stream = new NetworkStream(_socket, ownsSocket: false);
-        var reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 256 * 1024, minimumReadSize: 32 * 1024, leaveOpen: true));
+        var reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 1024 * 1024, minimumReadSize: 256 * 1024, leaveOpen: true));
         try
         {
             if (await HandshakeAsync(reader).ConfigureAwait(false))
             {
-                writer = WriteLoopAsync();
                 (reason, clean) = await TransmitAsync(reader).ConfigureAwait(false);
             }
             else
@@ -108,14 +120,14 @@ internal sealed class NbdConnection
             violation = true;
         }
 
-        await CloseAsync(clean, writer).ConfigureAwait(false);
+        await CloseAsync(clean).ConfigureAwait(false);
         await stopping.DisposeAsync().ConfigureAwait(false);
         await reader.CompleteAsync().ConfigureAwait(false);
         await stream.DisposeAsync().ConfigureAwait(false);
         _socket.Dispose();
         _stopReading.Dispose();
         _abort.Dispose();
-        _sender.Dispose();
+        _send.Dispose();
 
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         _logger.Log(violation ? LogLevel.Warning : LogLevel.Information,
@@ -222,6 +234,7 @@ internal sealed class NbdConnection
         {
             var result = await reader.ReadAsync(cancellation).ConfigureAwait(false);
             var buffer = result.Buffer;
+            HoldFlush();
             while (true)
             {
                 if (_payloadOp is not null)
@@ -244,7 +257,7 @@ internal sealed class NbdConnection
                         break;
                     }
 
-                    await _budget.AcquireAsync(0, cancellation).ConfigureAwait(false);
+                    await AcquireAsync(0, cancellation).ConfigureAwait(false);
                     EnqueueError(_skipRequest, _skipError, 0);
                     continue;
                 }
@@ -257,6 +270,7 @@ internal sealed class NbdConnection
                 _requests++;
                 if (request.Command == NbdCommand.Disconnect)
                 {
+                    ReleaseFlush();
                     reader.AdvanceTo(buffer.Start);
                     return ("client disconnected (NBD_CMD_DISC)", true);
                 }
@@ -273,13 +287,13 @@ internal sealed class NbdConnection
                         continue;
                     }
 
-                    await _budget.AcquireAsync(0, cancellation).ConfigureAwait(false);
+                    await AcquireAsync(0, cancellation).ConfigureAwait(false);
                     EnqueueError(request, error, 0);
                     continue;
                 }
 
                 var payload = request.Command is NbdCommand.Read or NbdCommand.Write ? (int)request.Length : 0;
-                await _budget.AcquireAsync(payload, cancellation).ConfigureAwait(false);
+                await AcquireAsync(payload, cancellation).ConfigureAwait(false);
                 var op = RentOp();
                 op.Request = request;
                 op.Budget = payload;
@@ -294,6 +308,7 @@ internal sealed class NbdConnection
                 op.Start(session.Device, _abortToken);
             }
 
+            ReleaseFlush();
             reader.AdvanceTo(buffer.Start, buffer.End);
             if (result.IsCompleted)
             {
@@ -318,6 +333,31 @@ internal sealed class NbdConnection
 
                 _payloadOp = null;
                 pending.Start(session.Device, _abortToken);
+            }
+        }
+    }
+
+    /// <summary>Waits for room in the budget; never while holding back replies, which may be what frees it.</summary>
+    private ValueTask AcquireAsync(long bytes, CancellationToken cancellation)
+    {
+        var acquire = _budget.AcquireAsync(bytes, cancellation);
+        if (acquire.IsCompletedSuccessfully)
+        {
+            return acquire;
+        }
+
+        return WaitAsync(acquire);
+
+        async ValueTask WaitAsync(ValueTask pending)
+        {
+            ReleaseFlush();
+            try
+            {
+                await pending.ConfigureAwait(false);
+            }
+            finally
+            {
+                HoldFlush();
             }
         }
     }
@@ -465,10 +505,17 @@ internal sealed class NbdConnection
 
     private void Enqueue(in NbdReply reply)
     {
-        if (!_replies.Writer.TryWrite(reply))
+        if (_closed)
         {
             // The connection gave up waiting for this request; nobody will send the reply.
             Release(reply);
+            return;
+        }
+
+        _replies.Enqueue(reply);
+        if (Volatile.Read(ref _holdFlush) == 0)
+        {
+            TryPump();
         }
     }
 
@@ -489,52 +536,156 @@ internal sealed class NbdConnection
 
     // ------------------------------------------------------------------ transmission: writing
 
-    private async Task WriteLoopAsync()
+    private void HoldFlush() => Volatile.Write(ref _holdFlush, 1);
+
+    private void ReleaseFlush()
     {
-        // Leave the reader's synchronous path at once: this loop lives for the whole connection.
-        await Task.Yield();
-        var reader = _replies.Reader;
-        var batch = new List<NbdReply>(_options.MaxRepliesPerSend);
-        var segments = new List<ArraySegment<byte>>(_options.MaxRepliesPerSend * 2);
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        Volatile.Write(ref _holdFlush, 0);
+        TryPump();
+    }
+
+    private void TryPump()
+    {
+        if (!_replies.IsEmpty && Interlocked.CompareExchange(ref _sending, 1, 0) == 0)
         {
-            while (batch.Count < _options.MaxRepliesPerSend && reader.TryRead(out var reply))
-            {
-                batch.Add(reply);
-                segments.Add(new ArraySegment<byte>(reply.Header, 0, reply.HeaderLength));
-                if (reply.Data.Length > 0)
-                {
-                    segments.Add(reply.Data.Segment);
-                }
-            }
-
-            if (!_sendFailed)
-            {
-                try
-                {
-                    await _sender.SendAllAsync(_socket, segments).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is SocketException or ObjectDisposedException or InvalidOperationException)
-                {
-                    // Keep draining so every buffer goes back to its pool; the reader notices the dead socket.
-                    _sendFailed = true;
-                    _logger.LogDebug("NBD connection #{Id}: send failed: {Message}", Id, e.Message);
-                    _stopReading.Cancel();
-                }
-            }
-
-            foreach (var reply in batch)
-            {
-                Release(reply);
-            }
-
-            batch.Clear();
-            segments.Clear();
+            Pump();
         }
     }
 
-    private async Task CloseAsync(bool clean, Task writer)
+    /// <summary>
+    /// Sends queued replies until the queue is empty or a send has to wait for the socket (then the send's
+    /// completion carries on). Only the thread that set <see cref="_sending"/> runs this.
+    /// </summary>
+    private void Pump()
     {
+        while (true)
+        {
+            if (_batch.Count == 0)
+            {
+                long total = 0;
+                while (_batch.Count < _options.MaxRepliesPerSend && _replies.TryDequeue(out var reply))
+                {
+                    _batch.Add(reply);
+                    _segments.Add(new ArraySegment<byte>(reply.Header, 0, reply.HeaderLength));
+                    total += reply.HeaderLength;
+                    if (reply.Data.Length > 0)
+                    {
+                        _segments.Add(reply.Data.Segment);
+                        total += reply.Data.Length;
+                    }
+                }
+
+                if (_batch.Count == 0)
+                {
+                    // Let go, then look again: a reply queued just before we let go must not be stranded.
+                    Volatile.Write(ref _sending, 0);
+                    if (_replies.IsEmpty || Interlocked.CompareExchange(ref _sending, 1, 0) != 0)
+                    {
+                        return;
+                    }
+
+                    continue;
+                }
+
+                if (_sendFailed)
+                {
+                    ReleaseBatch();
+                    continue;
+                }
+
+                _sendRemaining = total;
+            }
+
+            try
+            {
+                _send.BufferList = _segments;
+                if (_socket.SendAsync(_send))
+                {
+                    return;
+                }
+            }
+            catch (Exception e) when (e is ObjectDisposedException or SocketException or InvalidOperationException)
+            {
+                SendFailed(e.Message);
+                ReleaseBatch();
+                continue;
+            }
+
+            AfterSend();
+        }
+    }
+
+    /// <summary>Accounts a finished send: releases the batch, or trims it and leaves it for the next send.</summary>
+    private void AfterSend()
+    {
+        if (_send.SocketError != SocketError.Success || _send.BytesTransferred <= 0)
+        {
+            SendFailed(_send.SocketError.ToString());
+            ReleaseBatch();
+            return;
+        }
+
+        _sendRemaining -= _send.BytesTransferred;
+        if (_sendRemaining > 0)
+        {
+            TrimFront(_segments, _send.BytesTransferred);
+            return;
+        }
+
+        ReleaseBatch();
+    }
+
+    private void ReleaseBatch()
+    {
+        foreach (var reply in _batch)
+        {
+            Release(reply);
+        }
+
+        _batch.Clear();
+        _segments.Clear();
+    }
+
+    private void SendFailed(string why)
+    {
+        if (_sendFailed)
+        {
+            return;
+        }
+
+        // Keep draining so every buffer goes back to its pool; the reader stops at once.
+        _sendFailed = true;
+        _logger.LogDebug("NBD connection #{Id}: send failed: {Why}", Id, why);
+        try
+        {
+            _stopReading.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The connection already finished closing.
+        }
+    }
+
+    private static void TrimFront(List<ArraySegment<byte>> segments, int sent)
+    {
+        var drop = 0;
+        while (drop < segments.Count && sent >= segments[drop].Count)
+        {
+            sent -= segments[drop].Count;
+            drop++;
+        }
+
+        segments.RemoveRange(0, drop);
+        if (sent > 0)
+        {
+            segments[0] = segments[0][sent..];
+        }
+    }
+
+    private async Task CloseAsync(bool clean)
+    {
+        // The reader may have left through an exception while holding replies back.
+        ReleaseFlush();
         if (!clean)
         {
             // The client is gone or misbehaved: tell the device to give up where it can, and fail pending sends.
@@ -557,8 +708,12 @@ internal sealed class NbdConnection
             TryShutdown();
         }
 
-        _replies.Writer.TryComplete();
-        await writer.ConfigureAwait(false);
+        _closed = true;
+        while (_replies.TryDequeue(out var stranded))
+        {
+            Release(stranded);
+        }
+
         if (clean)
         {
             TryShutdown();
