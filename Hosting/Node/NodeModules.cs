@@ -3,6 +3,7 @@ using Lockstep.Hosting.Cli;
 using Lockstep.Hosting.Locking;
 using Lockstep.Hosting.Management;
 using Lockstep.Hosting.Volumes;
+using Lockstep.Hosting.Nbd;
 
 namespace Lockstep.Hosting.Node;
 
@@ -23,6 +24,7 @@ internal static class NodeModules
     {
         services.AddLockstepVolumes(options);
         services.AddLockstepLocking(options);
+        services.AddLockstepNbd(nbd => (nbd.Host, nbd.Port) = (options.Nbd.Host, options.Nbd.Port));
     }
 
     public static void MapEndpoints(WebApplication app, LockstepOptions options)
