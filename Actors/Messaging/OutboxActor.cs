@@ -44,6 +44,7 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
         Receive<AssociatedEvent>(_ => Apply(_state.ResendAll(Now)));
         Receive<DisassociatedEvent>(_ => { });
         Receive<ClusterEvent.MemberUp>(_ => Apply(_state.ResendAll(Now)));
+        Receive<SelfRemoved>(_ => Apply(_state.Close("this node was removed from the cluster (left or downed); the request may or may not have run")));
         Receive<ClusterEvent.MemberRemoved>(removed =>
         {
             PurgeChannelsOf(removed.Member.UniqueAddress);
@@ -68,10 +69,16 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
         Context.System.EventStream.Subscribe(Self, typeof(DisassociatedEvent));
         Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.IMemberEvent));
         Timers.StartPeriodicTimer("resend", Tick.Instance, _options.TickInterval);
+
+        // Fires when this node is removed (left, or downed by the split-brain resolver) or its cluster shuts down.
+        var self = Self;
+        Cluster.Get(Context.System).RegisterOnMemberRemoved(() => self.Tell(SelfRemoved.Instance));
     }
 
     protected override void PostStop()
     {
+        // The actor system is stopping: no status can arrive any more, so nobody may be left waiting.
+        Apply(_state.Close("the node's actor system is shutting down; the request may or may not have run"));
         Context.System.EventStream.Unsubscribe(Self);
         Cluster.Get(Context.System).Unsubscribe(Self);
     }
@@ -129,6 +136,11 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
             MessagingMetrics.Resends.Add(_state.Resends - _resendsReported);
             _resendsReported = _state.Resends;
         }
+    }
+
+    private sealed record SelfRemoved
+    {
+        public static readonly SelfRemoved Instance = new();
     }
 
     private sealed record Tick

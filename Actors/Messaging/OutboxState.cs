@@ -64,6 +64,9 @@ public sealed class OutboxState<TCaller>
     /// <summary>Transmissions after the first one, of requests and drops.</summary>
     public long Resends { get; private set; }
 
+    /// <summary>Why this outbox stopped accepting calls, or null while it runs (see <see cref="Close"/>).</summary>
+    public string? ClosedReason { get; private set; }
+
     /// <summary>Calls not yet complete, over all channels.</summary>
     public int Pending => _channels.Values.Sum(c => c.InFlight.Count + c.Queue.Count);
 
@@ -73,6 +76,11 @@ public sealed class OutboxState<TCaller>
     /// <summary>A caller sends <paramref name="payload"/> to <paramref name="targetId"/> of <paramref name="entityType"/>.</summary>
     public IReadOnlyList<OutboxEffect<TCaller>> Send(string entityType, string targetId, SerializedPayload payload, TCaller caller, long now)
     {
+        if (ClosedReason is not null)
+        {
+            return [new OutboxFail<TCaller>(caller, ClosedReason)];
+        }
+
         var channel = GetChannel(ChannelFor(entityType));
         if (channel.Queue.Count >= Limits.MaxQueuedPerChannel)
         {
@@ -219,6 +227,35 @@ public sealed class OutboxState<TCaller>
             }
 
             ResendChannel(channel, now, effects);
+        }
+
+        return effects;
+    }
+
+    /// <summary>
+    /// This node incarnation can no longer complete calls (it was removed from the cluster, or its actor system
+    /// is stopping): every outstanding caller fails with <paramref name="reason"/> and later sends fail at once.
+    /// Without this a caller on a downed node would wait forever: the receivers purge its channels and nobody
+    /// would ever answer it. Whether a failed request ran is unknown to the caller (at most once).
+    /// </summary>
+    public IReadOnlyList<OutboxEffect<TCaller>> Close(string reason)
+    {
+        var effects = new List<OutboxEffect<TCaller>>();
+        if (ClosedReason is not null)
+        {
+            return effects;
+        }
+
+        ClosedReason = reason;
+        foreach (var channel in _channels.Values)
+        {
+            foreach (var gone in channel.InFlight.Values.Concat(channel.Queue))
+            {
+                effects.Add(new OutboxFail<TCaller>(gone.Caller, reason));
+            }
+
+            channel.InFlight.Clear();
+            channel.Queue.Clear();
         }
 
         return effects;

@@ -37,8 +37,22 @@ internal sealed class ReliableSender(ActorSystem system, IActorRef outbox) : IRe
         ArgumentNullException.ThrowIfNull(entityId);
         ArgumentNullException.ThrowIfNull(payload);
         var completion = new TaskCompletionSource<SerializedPayload>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (system.WhenTerminated.IsCompleted)
+        {
+            throw new ReliableMessagingException("the node's actor system is terminated; the request was not sent");
+        }
+
         outbox.Tell(new OutboxSend(entityType, entityId, PayloadCodec.Serialize(system, payload), completion));
-        var status = PayloadCodec.Deserialize(system, await completion.Task.WaitAsync(cancellationToken).ConfigureAwait(false));
+
+        // A send that reaches the outbox after it stopped lands in dead letters; the outbox fails everything it
+        // holds when it stops, and termination of the system covers that race, so no caller waits forever.
+        var finished = await Task.WhenAny(completion.Task, system.WhenTerminated).WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (finished != completion.Task && !completion.Task.IsCompleted)
+        {
+            throw new ReliableMessagingException("the node's actor system terminated before the request completed; it may or may not have run");
+        }
+
+        var status = PayloadCodec.Deserialize(system, await completion.Task.ConfigureAwait(false));
         return status switch
         {
             TStatus typed => typed,

@@ -122,4 +122,21 @@ public sealed class OutboxStateTests
         Assert.Empty(o.Tick(150));
         Assert.Single(o.Tick(400));
     }
+
+    [Fact]
+    public void Closing_fails_every_outstanding_caller_once_and_refuses_later_sends()
+    {
+        var o = NewOutbox(window: 1);
+        o.Send("lock", "r", Body, "in-flight", 0);
+        o.Send("lock", "r", Body, "queued", 0);
+        o.Send("other", "r", Body, "other", 0);
+        var failed = o.Close("node removed").OfType<OutboxFail<string>>().ToArray();
+        Assert.Equal(["in-flight", "other", "queued"], failed.Select(f => f.Caller).Order(StringComparer.Ordinal));
+        Assert.All(failed, f => Assert.Equal("node removed", f.Reason));
+        Assert.Equal(0, o.Pending);
+        Assert.Empty(o.Close("again"));
+        Assert.Empty(o.Tick(10_000));
+        var late = Assert.IsType<OutboxFail<string>>(Assert.Single(o.Send("lock", "r", Body, "late", 1)));
+        Assert.Equal(("late", "node removed"), (late.Caller, late.Reason));
+    }
 }
