@@ -2,8 +2,8 @@ using Akka.Hosting;
 using Lockstep.Hosting.Cli;
 using Lockstep.Hosting.Locking;
 using Lockstep.Hosting.Management;
-using Lockstep.Hosting.Volumes;
 using Lockstep.Hosting.Nbd;
+using Lockstep.Hosting.Volumes;
 
 namespace Lockstep.Hosting.Node;
 
