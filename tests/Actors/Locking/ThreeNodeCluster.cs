@@ -73,6 +73,34 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
         {
             Managers[i] = LockManager.Start(Systems[i], new LockingOptions { NodeId = $"n{i + 1}", PassivateAfter = TimeSpan.FromSeconds(2), AskTimeout = TimeSpan.FromSeconds(30) });
         }
+
+        await WaitUntilRegistryAnswersAsync();
+    }
+
+    /// <summary>
+    /// The lockspace registry is a cluster singleton: on a loaded machine it can start well after the
+    /// members are Up. Tests begin only once every member's proxy has reached it, so a test's own
+    /// deadline measures the DLM and not the singleton hand-off.
+    /// </summary>
+    private async Task WaitUntilRegistryAnswersAsync()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
+        for (var i = 0; i < 3; i++)
+        {
+            while (true)
+            {
+                using var attempt = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                try
+                {
+                    await Managers[i].OpenLockspaceAsync("fixture-ready", cancellationToken: attempt.Token).WaitAsync(TimeSpan.FromSeconds(15));
+                    break;
+                }
+                catch (Exception ex) when (ex is TimeoutException or OperationCanceledException or AskTimeoutException && DateTime.UtcNow < deadline)
+                {
+                    // The singleton is not reachable yet; ask again.
+                }
+            }
+        }
     }
 
     public async Task DisposeAsync()
