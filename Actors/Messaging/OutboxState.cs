@@ -64,6 +64,9 @@ public sealed class OutboxState<TCaller>
     /// <summary>Transmissions after the first one, of requests and drops.</summary>
     public long Resends { get; private set; }
 
+    /// <summary>Entries a <see cref="ResendAll"/> left for the timer because they had just been sent.</summary>
+    public long ResendsDebounced { get; private set; }
+
     /// <summary>Why this outbox stopped accepting calls, or null while it runs (see <see cref="Close"/>).</summary>
     public string? ClosedReason { get; private set; }
 
@@ -213,8 +216,11 @@ public sealed class OutboxState<TCaller>
     }
 
     /// <summary>
-    /// Re-send everything outstanding now (association re-established, a member left, shards moved).
-    /// Resets back-off, since the cause of the silence is known to be gone.
+    /// Re-send what is outstanding (association re-established, a member left, shards moved). Resets back-off,
+    /// since the cause of the silence is known to be gone. An entry sent less than <see cref="OutboxLimits.InitialResendMs"/>
+    /// ago is not sent again now but due at that mark: re-sending every in-flight envelope on each of a burst of
+    /// association events filled the endpoint writer's queue and starved the cluster heartbeats behind it
+    /// (docs/messaging.md, "the 20,000-request stall").
     /// </summary>
     public IReadOnlyList<OutboxEffect<TCaller>> ResendAll(long now)
     {
@@ -224,9 +230,17 @@ public sealed class OutboxState<TCaller>
             foreach (var entry in channel.InFlight.Values)
             {
                 entry.Attempts = Math.Min(entry.Attempts, 1);
+                var quietUntil = entry.LastSentAt + Limits.InitialResendMs;
+                if (quietUntil > now)
+                {
+                    entry.NextResendAt = Math.Min(entry.NextResendAt, quietUntil);
+                    ResendsDebounced++;
+                }
+                else
+                {
+                    Retransmit(channel, entry, now, effects);
+                }
             }
-
-            ResendChannel(channel, now, effects);
         }
 
         return effects;
@@ -356,6 +370,7 @@ public sealed class OutboxState<TCaller>
     private void TransmitRequest(Channel channel, Entry entry, long now, List<OutboxEffect<TCaller>> effects)
     {
         entry.Attempts++;
+        entry.LastSentAt = now;
         entry.NextResendAt = now + Backoff(entry.Attempts);
         effects.Add(new OutboxTransmit<TCaller>(new HolderDeliver(
             channel.Id, entry.Seq, channel.Floor, channel.RunHorizon, channel.KnownIncarnation, entry.MayHaveRun, entry.Attempts, entry.TargetId, entry.Payload)));
@@ -364,6 +379,7 @@ public sealed class OutboxState<TCaller>
     private void TransmitDrop(Channel channel, Entry entry, long now, List<OutboxEffect<TCaller>> effects)
     {
         entry.Attempts++;
+        entry.LastSentAt = now;
         entry.NextResendAt = now + Backoff(entry.Attempts);
         effects.Add(new OutboxTransmitDrop<TCaller>(new HolderDrop(channel.Id, entry.Seq)));
     }
@@ -426,6 +442,9 @@ public sealed class OutboxState<TCaller>
         public int Attempts { get; set; }
 
         public long NextResendAt { get; set; }
+
+        /// <summary>When this entry was last handed to the transport (long.MinValue / 2: never).</summary>
+        public long LastSentAt { get; set; } = long.MinValue / 2;
 
         public bool MayHaveRun { get; set; }
     }

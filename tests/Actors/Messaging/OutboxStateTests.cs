@@ -51,6 +51,26 @@ public sealed class OutboxStateTests
     }
 
     [Fact]
+    public void A_burst_of_association_events_resends_each_entry_at_most_once_per_initial_interval()
+    {
+        var o = NewOutbox();
+        o.Send("lock", "r", Body, "c1", 0);
+        o.Send("lock", "r", Body, "c2", 50);
+
+        // Both were just sent: a re-association now sends nothing and leaves them to the timer.
+        Assert.Empty(o.ResendAll(60));
+        Assert.Equal(2, o.ResendsDebounced);
+
+        // At 100 ms c1 is quiet long enough; c2 (sent at 50) is not. Further events in the burst add nothing.
+        Assert.Equal([1L], o.ResendAll(100).OfType<OutboxTransmit<string>>().Select(t => t.Request.Seq));
+        Assert.Empty(o.ResendAll(120));
+
+        // The timer still owes c2 its re-send at 150 ms, back-off reset by the association event.
+        Assert.DoesNotContain(o.Tick(149).OfType<OutboxTransmit<string>>(), t => t.Request.Seq == 2);
+        Assert.Equal([2L], o.Tick(150).OfType<OutboxTransmit<string>>().Select(t => t.Request.Seq));
+    }
+
+    [Fact]
     public void The_timer_resends_with_doubling_backoff_and_the_current_floor()
     {
         var o = NewOutbox();
