@@ -35,5 +35,6 @@ public static class LockstepCli
         yield return ClusterCommands.ClusterSharding();
         yield return Lockstep.Hosting.Volumes.VolumeCommands.Create();
         yield return Locking.LockCommands.Create();
+        yield return Messaging.MessagingCommands.Create();
     }
 }

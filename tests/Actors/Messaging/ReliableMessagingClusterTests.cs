@@ -46,7 +46,7 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
     public async Task Exactly_once_in_order_and_every_caller_answered_under_duplication_reordering_drops_and_a_node_leaving()
     {
         var requests = int.TryParse(Environment.GetEnvironmentVariable("LOCKSTEP_MSG_REQUESTS"), out var n) ? n : 2_000;
-        var chaos = new ChaosTransport(seed: 7);
+        var chaos = new FaultInjectingTransport(seed: 7);
         var options = new MessagingOptions
         {
             Transport = chaos,
@@ -298,58 +298,4 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
         akka.coordinated-shutdown.exit-clr = off
         akka.coordinated-shutdown.run-by-actor-system-terminate = on
         """).WithFallback(SerializationConfig.Hocon);
-
-    /// <summary>Duplicates, delays (reorders) and drops the layer's envelopes before the real Tell.</summary>
-    private sealed class ChaosTransport(int seed) : IMessagingTransport
-    {
-        private readonly Random _random = new(seed);
-        private readonly object _gate = new();
-        private long _dropped;
-        private long _duplicated;
-        private long _delayed;
-
-        public volatile bool Enabled;
-
-        public long Dropped => Interlocked.Read(ref _dropped);
-
-        public long Duplicated => Interlocked.Read(ref _duplicated);
-
-        public long Delayed => Interlocked.Read(ref _delayed);
-
-        public void Send(IActorRef to, object message, IActorRef sender)
-        {
-            if (!Enabled)
-            {
-                to.Tell(message, sender);
-                return;
-            }
-
-            int roll, delayMs;
-            lock (_gate)
-            {
-                roll = _random.Next(100);
-                delayMs = _random.Next(1, 20);
-            }
-
-            switch (roll)
-            {
-                case < 2:
-                    Interlocked.Increment(ref _dropped);
-                    break;
-                case < 4:
-                    Interlocked.Increment(ref _duplicated);
-                    to.Tell(message, sender);
-                    to.Tell(message, sender);
-                    break;
-                case < 6:
-                    // Overtaken by everything sent in the next few milliseconds.
-                    Interlocked.Increment(ref _delayed);
-                    _ = Task.Delay(delayMs).ContinueWith(_ => to.Tell(message, sender), TaskScheduler.Default);
-                    break;
-                default:
-                    to.Tell(message, sender);
-                    break;
-            }
-        }
-    }
 }
