@@ -26,6 +26,11 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private long _resendsReported;
 
+    // The holder actor last heard from per channel, with its incarnation. First transmissions go straight to it,
+    // skipping the two shard-region hops; every re-send goes through the region, so a holder that moved or died
+    // costs one resend interval, never a lost call (the protocol already absorbs any lost envelope).
+    private readonly Dictionary<string, (Guid Incarnation, IActorRef Holder)> _knownHolders = new(StringComparer.Ordinal);
+
     public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers)
     {
         _options = options;
@@ -35,18 +40,35 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
         var self = Cluster.Get(Context.System).SelfUniqueAddress;
         _state = new OutboxState<TaskCompletionSource<SerializedPayload>>(self.Address.ToString(), self.Uid, options.Outbox);
 
-        Receive<OutboxSend>(s => Apply(_state.Send(s.EntityType, s.EntityId, s.Payload, s.Completion, Now)));
-        Receive<HolderStatus>(s => Apply(_state.OnStatus(s, Now)));
-        Receive<HolderDropConfirmed>(c => Apply(_state.OnDropConfirmed(c, Now)));
+        Receive<OutboxSend>(s => Apply(_state.Send(s.EntityType, s.EntityId, s.Payload, s.Completion, Now), direct: true));
+        Receive<HolderStatus>(s =>
+        {
+            LearnHolder(s.ChannelId, s.HolderIncarnation);
+            Apply(_state.OnStatus(s, Now), direct: true);
+        });
+        Receive<HolderDropConfirmed>(c =>
+        {
+            LearnHolder(c.ChannelId, c.HolderIncarnation);
+            Apply(_state.OnDropConfirmed(c, Now), direct: true);
+        });
         Receive<HolderRejected>(r => Apply(_state.OnRejected(r, Now)));
-        Receive<HolderHandOver>(h => Apply(_state.OnHandOver(h, Now), Sender));
+        Receive<HolderHandOver>(h => Apply(_state.OnHandOver(h, Now), handOverFrom: Sender));
         Receive<Tick>(_ => Apply(_state.Tick(Now)));
-        Receive<AssociatedEvent>(_ => Apply(_state.ResendAll(Now)));
-        Receive<DisassociatedEvent>(_ => { });
-        Receive<ClusterEvent.MemberUp>(_ => Apply(_state.ResendAll(Now)));
+        Receive<AssociatedEvent>(_ =>
+        {
+            _knownHolders.Clear();
+            Apply(_state.ResendAll(Now));
+        });
+        Receive<DisassociatedEvent>(_ => _knownHolders.Clear());
+        Receive<ClusterEvent.MemberUp>(_ =>
+        {
+            _knownHolders.Clear();
+            Apply(_state.ResendAll(Now));
+        });
         Receive<SelfRemoved>(_ => Apply(_state.Close("this node was removed from the cluster (left or downed); the request may or may not have run")));
         Receive<ClusterEvent.MemberRemoved>(removed =>
         {
+            _knownHolders.Clear();
             PurgeChannelsOf(removed.Member.UniqueAddress);
             Apply(_state.ResendAll(Now));
         });
@@ -107,17 +129,34 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     private IActorRef RegionForChannel(string channelId) =>
         RegionFor(MessagingChannel.TryParse(channelId, out var type, out _, out _) ? type : string.Empty);
 
-    private void Apply(IReadOnlyList<OutboxEffect<TaskCompletionSource<SerializedPayload>>> effects, IActorRef? handOverFrom = null)
+    private void LearnHolder(string channelId, Guid incarnation)
+    {
+        if (!Sender.IsNobody() && !Sender.Equals(Context.System.DeadLetters))
+        {
+            _knownHolders[channelId] = (incarnation, Sender);
+        }
+    }
+
+    /// <summary>
+    /// The holder itself when <paramref name="direct"/> (a first transmission) and it is known — for a request,
+    /// only if it is the incarnation the request names — else the channel's shard region.
+    /// </summary>
+    private IActorRef Route(string channelId, bool direct, Guid? incarnation) =>
+        direct && _knownHolders.TryGetValue(channelId, out var known) && (incarnation is null || known.Incarnation == incarnation)
+            ? known.Holder
+            : RegionForChannel(channelId);
+
+    private void Apply(IReadOnlyList<OutboxEffect<TaskCompletionSource<SerializedPayload>>> effects, IActorRef? handOverFrom = null, bool direct = false)
     {
         foreach (var effect in effects)
         {
             switch (effect)
             {
                 case OutboxTransmit<TaskCompletionSource<SerializedPayload>> t:
-                    _options.Transport.Send(RegionForChannel(t.Request.ChannelId), t.Request, Self);
+                    _options.Transport.Send(Route(t.Request.ChannelId, direct && t.Request.Attempt == 1, t.Request.KnownIncarnation), t.Request, Self);
                     break;
                 case OutboxTransmitDrop<TaskCompletionSource<SerializedPayload>> d:
-                    _options.Transport.Send(RegionForChannel(d.Drop.ChannelId), d.Drop, Self);
+                    _options.Transport.Send(Route(d.Drop.ChannelId, direct, incarnation: null), d.Drop, Self);
                     break;
                 case OutboxComplete<TaskCompletionSource<SerializedPayload>> c:
                     c.Caller.TrySetResult(c.Status);
