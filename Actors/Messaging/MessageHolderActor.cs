@@ -93,6 +93,9 @@ internal static class HolderEffects
                     runtime.Send(handOver.To, message, self);
                     onHandOver((handOver.To, message));
                     break;
+                case HolderReportGap<IActorRef> gap:
+                    runtime.Send(gap.To, new HolderGap(runtime.ChannelId, gap.Seq, state.Incarnation), self);
+                    break;
                 case HolderReadyToStop<IActorRef>:
                     self.Tell(PoisonPill.Instance);
                     break;

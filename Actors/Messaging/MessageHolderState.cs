@@ -35,6 +35,9 @@ public sealed record HolderHandOverTo<TAsker>(TAsker To, long NextToRun, IReadOn
 /// <summary>Nothing is running any more: the actor may stop now (after a hand-over request).</summary>
 public sealed record HolderReadyToStop<TAsker> : HolderEffect<TAsker>;
 
+/// <summary>Tell <paramref name="To"/> that <paramref name="Seq"/> is missing while later seqs wait (<see cref="HolderGap"/>).</summary>
+public sealed record HolderReportGap<TAsker>(TAsker To, long Seq) : HolderEffect<TAsker>;
+
 /// <summary>
 /// The receiver side of one channel: the seed-000 Message Holder table plus a run watermark.
 /// <code>
@@ -56,6 +59,9 @@ public sealed class MessageHolderState<TAsker>
     private TAsker? _lastAsker;
     private bool _hasAsker;
     private bool _handingOver;
+
+    // Seq most recently reported missing: each gap is reported once, the sender's resend timer covers the rest.
+    private long _gapReported;
     /// <param name="cap">Most entries the channel keeps (waiting, running and done); at least 2.</param>
     /// <param name="incarnation">This holder incarnation's id, compared with the sender's <c>KnownIncarnation</c>.</param>
     public MessageHolderState(int cap, Guid incarnation)
@@ -157,7 +163,17 @@ public sealed class MessageHolderState<TAsker>
         created.SetAsker(asker);
         _entries[request.Seq] = created;
         StartRunnable(effects);
+        ReportGap(asker, request.Seq, effects);
         return effects;
+    }
+
+    private void ReportGap(TAsker asker, long arrived, List<HolderEffect<TAsker>> effects)
+    {
+        if (arrived > NextToRun && !_entries.ContainsKey(NextToRun) && _gapReported != NextToRun)
+        {
+            _gapReported = NextToRun;
+            effects.Add(new HolderReportGap<TAsker>(asker, NextToRun));
+        }
     }
 
     /// <summary>The handler for <paramref name="seq"/> finished; replies go to whoever asked meanwhile.</summary>

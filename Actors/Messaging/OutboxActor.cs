@@ -52,6 +52,7 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
             Apply(_state.OnDropConfirmed(c, Now), direct: true);
         });
         Receive<HolderRejected>(r => Apply(_state.OnRejected(r, Now)));
+        Receive<HolderGap>(g => Apply(_state.OnGap(g, Now)));
         Receive<HolderHandOver>(h => Apply(_state.OnHandOver(h, Now), handOverFrom: Sender));
         Receive<Tick>(_ => Apply(_state.Tick(Now)));
         Receive<AssociatedEvent>(_ =>

@@ -64,6 +64,9 @@ public sealed class OutboxState<TCaller>
     /// <summary>Transmissions after the first one, of requests and drops.</summary>
     public long Resends { get; private set; }
 
+    /// <summary>Gap reports that brought a re-send forward (<see cref="OnGap"/>); the re-sends count in <see cref="Resends"/>.</summary>
+    public long GapResends { get; private set; }
+
     /// <summary>Entries a <see cref="ResendAll"/> left for the timer because they had just been sent.</summary>
     public long ResendsDebounced { get; private set; }
 
@@ -118,6 +121,36 @@ public sealed class OutboxState<TCaller>
             }
 
             TransmitDrop(channel, entry, now, effects);
+        }
+
+        return effects;
+    }
+
+    /// <summary>
+    /// The holder reports <see cref="HolderGap.Seq"/> missing while later seqs wait. Re-send it a quarter of
+    /// <see cref="OutboxLimits.InitialResendMs"/> after it was last sent: at once if that has passed, else by the
+    /// timer at that mark (a request sent a moment ago may only have been overtaken; the holder reports each gap
+    /// once, usually right after the later seqs were sent, so the report must not simply be ignored).
+    /// </summary>
+    public IReadOnlyList<OutboxEffect<TCaller>> OnGap(HolderGap gap, long now)
+    {
+        var effects = new List<OutboxEffect<TCaller>>();
+        if (!_channels.TryGetValue(gap.ChannelId, out var channel)
+            || !channel.InFlight.TryGetValue(gap.Seq, out var entry)
+            || entry.Phase != Phase.AwaitingStatus)
+        {
+            return effects;
+        }
+
+        GapResends++;
+        var due = entry.LastSentAt + Limits.InitialResendMs / 4;
+        if (due <= now)
+        {
+            Retransmit(channel, entry, now, effects);
+        }
+        else
+        {
+            entry.NextResendAt = Math.Min(entry.NextResendAt, due);
         }
 
         return effects;

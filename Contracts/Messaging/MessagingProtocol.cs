@@ -121,6 +121,16 @@ public sealed record HolderDrop(string ChannelId, long Seq) : IMessagingProtocol
 /// <summary>The holder no longer keeps the entry: only now is the call complete for the caller.</summary>
 public sealed record HolderDropConfirmed(string ChannelId, long Seq, Guid HolderIncarnation) : IMessagingProtocol;
 
+/// <summary>
+/// The holder has later seqs of the channel waiting but not <paramref name="Seq"/>, which must run first: it was
+/// probably lost. The sender re-sends it now instead of at its resend timer, so one lost envelope does not stall the
+/// channel's in-order handlers for a whole resend interval. A hint only: losing it costs that interval, no more.
+/// </summary>
+/// <param name="ChannelId">The channel.</param>
+/// <param name="Seq">The missing seq (the holder's next to run).</param>
+/// <param name="HolderIncarnation">The reporting holder incarnation.</param>
+public sealed record HolderGap(string ChannelId, long Seq, Guid HolderIncarnation) : IMessagingProtocol;
+
 /// <summary>The holder did not accept a request; see <see cref="HolderRejectReason"/>.</summary>
 /// <param name="ChannelId">The channel.</param>
 /// <param name="Seq">The refused seq.</param>

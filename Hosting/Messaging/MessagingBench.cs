@@ -25,7 +25,9 @@ public sealed record MessagingBenchOptions(int Requests, int Callers, bool Fault
 /// </summary>
 public static class MessagingBench
 {
-    private const string EntityType = "bench";
+    // Several entity types, so several channels per node: shard allocation spreads their holders and at least one
+    // (sender, type) pair has its holder on another node.
+    private static readonly string[] EntityTypes = Enumerable.Range(0, 6).Select(i => $"bench-{i}").ToArray();
     private const string EchoRegion = "bench-echo";
     private const int EchoEntities = 300;
 
@@ -48,14 +50,17 @@ public static class MessagingBench
                 var node = ActorSystem.Create(ClusterSetup.SystemName, NodeConfig());
                 nodes.Add(node);
                 var messaging = LockstepMessaging.Start(node, new MessagingOptions { Transport = transport });
-                messaging.Handlers.Register(EntityType, (_, payload) => Task.FromResult<IProtocolMessage>(new BenchPong(((BenchPing)payload).Value)));
+                foreach (var type in EntityTypes)
+                {
+                    messaging.Handlers.Register(type, (_, payload) => Task.FromResult<IProtocolMessage>(new BenchPong(((BenchPing)payload).Value)));
+                }
                 ClusterSharding.Get(node).Start(EchoRegion, Props.Create(() => new EchoEntity()), ClusterShardingSettings.Create(node), new EchoExtractor());
             }
 
             await JoinAsync(nodes, cancellationToken).ConfigureAwait(false);
             log.WriteLine("3 nodes up on loopback");
 
-            var sender = await PickSenderWithRemoteHolderAsync(nodes, cancellationToken).ConfigureAwait(false);
+            var (sender, entityType) = await PickSenderWithRemoteHolderAsync(nodes, cancellationToken).ConfigureAwait(false);
             var remoteEcho = await RemoteEchoIdsAsync(sender, cancellationToken).ConfigureAwait(false);
             log.WriteLine($"sender {Cluster.Get(sender).SelfAddress}; its holder and {remoteEcho.Count} echo entities live on other nodes");
 
@@ -70,7 +75,7 @@ public static class MessagingBench
 
             async Task<bool> ThroughLayer(long i)
             {
-                var pong = await layer.SendAsync<BenchPong>(EntityType, "e", new BenchPing("e", i), cancellationToken).ConfigureAwait(false);
+                var pong = await layer.SendAsync<BenchPong>(entityType, "e", new BenchPing("e", i), cancellationToken).ConfigureAwait(false);
                 return pong.Value == i;
             }
 
@@ -138,18 +143,21 @@ public static class MessagingBench
         return LatencySummary.From(name, latencies.Where((_, i) => ok[i]).ToArray(), failed, clock.Elapsed);
     }
 
-    private static async Task<ActorSystem> PickSenderWithRemoteHolderAsync(List<ActorSystem> nodes, CancellationToken cancellationToken)
+    private static async Task<(ActorSystem Sender, string EntityType)> PickSenderWithRemoteHolderAsync(List<ActorSystem> nodes, CancellationToken cancellationToken)
     {
-        foreach (var node in nodes)
+        foreach (var type in EntityTypes)
         {
-            var messaging = LockstepMessaging.Get(node);
-            await messaging.Sender.SendAsync<BenchPong>(EntityType, "e", new BenchPing("e", -1), cancellationToken).ConfigureAwait(false);
-            var self = Cluster.Get(node).SelfUniqueAddress;
-            var channel = MessagingChannel.Format(EntityType, self.Address.ToString(), self.Uid);
-            var local = await messaging.MemoryRegion.Ask<CurrentShardRegionState>(GetShardRegionState.Instance, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
-            if (!local.Shards.Any(s => s.EntityIds.Contains(channel)))
+            foreach (var node in nodes)
             {
-                return node;
+                var messaging = LockstepMessaging.Get(node);
+                await messaging.Sender.SendAsync<BenchPong>(type, "e", new BenchPing("e", -1), cancellationToken).ConfigureAwait(false);
+                var self = Cluster.Get(node).SelfUniqueAddress;
+                var channel = MessagingChannel.Format(type, self.Address.ToString(), self.Uid);
+                var local = await messaging.MemoryRegion.Ask<CurrentShardRegionState>(GetShardRegionState.Instance, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+                if (!local.Shards.Any(s => s.EntityIds.Contains(channel)))
+                {
+                    return (node, type);
+                }
             }
         }
 

@@ -26,6 +26,21 @@ public sealed class MessageHolderStateTests
     }
 
     [Fact]
+    public void A_seq_arriving_above_a_missing_one_reports_the_gap_once_and_runs_nothing_yet()
+    {
+        var h = new MessageHolderState<string>(8, Me);
+        h.Lookup(Req(1), "a");
+
+        var gap = Assert.IsType<HolderReportGap<string>>(Assert.Single(h.Lookup(Req(3), "a")));
+        Assert.Equal(("a", 2L), (gap.To, gap.Seq));
+        Assert.Empty(h.Lookup(Req(4), "a"));
+
+        // The missing one arrives: 2, 3 and 4 start in order and nothing more is reported.
+        Assert.Equal([2L, 3L, 4L], h.Lookup(Req(2), "a").Select(e => Assert.IsType<HolderRun<string>>(e).Seq));
+        Assert.Equal(4, h.Runs);
+    }
+
+    [Fact]
     public void Found_done_replies_the_stored_status_without_running()
     {
         var h = new MessageHolderState<string>(8, Me);
@@ -61,7 +76,7 @@ public sealed class MessageHolderStateTests
     public void A_seq_after_a_gap_waits_until_the_gap_is_filled_then_both_run_in_order()
     {
         var h = new MessageHolderState<string>(8, Me);
-        Assert.Empty(h.Lookup(Req(2), "a"));
+        Assert.Equal(1, Assert.IsType<HolderReportGap<string>>(Assert.Single(h.Lookup(Req(2), "a"))).Seq);
         Assert.Empty(h.Lookup(Req(3), "a"));
         var runs = h.Lookup(Req(1), "a").OfType<HolderRun<string>>().Select(r => r.Seq);
         Assert.Equal([1L, 2L, 3L], runs);
@@ -72,7 +87,7 @@ public sealed class MessageHolderStateTests
     public void The_senders_floor_closes_a_gap_that_was_already_run_and_dropped()
     {
         var h = new MessageHolderState<string>(8, Me);
-        Assert.Empty(h.Lookup(Req(5), "a"));
+        Assert.Equal(1, Assert.IsType<HolderReportGap<string>>(Assert.Single(h.Lookup(Req(5), "a"))).Seq);
         var run = Assert.IsType<HolderRun<string>>(Assert.Single(h.Lookup(Req(5, floor: 5), "a")));
         Assert.Equal(5, run.Seq);
     }
@@ -81,7 +96,7 @@ public sealed class MessageHolderStateTests
     public void Beyond_the_cap_requests_are_rejected_but_the_gap_seq_keeps_a_slot()
     {
         var h = new MessageHolderState<string>(3, Me);
-        Assert.Empty(h.Lookup(Req(2), "a"));
+        Assert.IsType<HolderReportGap<string>>(Assert.Single(h.Lookup(Req(2), "a")));
         Assert.Empty(h.Lookup(Req(3), "a"));
         var reject = Assert.IsType<HolderReject<string>>(Assert.Single(h.Lookup(Req(4), "a")));
         Assert.Equal(HolderRejectReason.ChannelFull, reject.Reason);

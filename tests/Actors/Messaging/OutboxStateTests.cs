@@ -71,6 +71,30 @@ public sealed class OutboxStateTests
     }
 
     [Fact]
+    public void A_gap_report_resends_the_missing_request_unless_it_was_sent_a_moment_ago()
+    {
+        var o = NewOutbox();
+        var channel = o.ChannelFor("lock");
+        o.Send("lock", "r", Body, "c1", 0);
+        o.Send("lock", "r", Body, "c2", 0);
+
+        // Sent at 0, reported missing at 10: maybe only overtaken, so the re-send is due at 0 + 100 / 4, not at 100.
+        Assert.Empty(o.OnGap(new HolderGap(channel, 1, H1), 10));
+        Assert.Empty(o.Tick(24));
+        Assert.Equal([1L], o.Tick(25).OfType<OutboxTransmit<string>>().Select(t => t.Request.Seq));
+
+        // Reported again long after its last send: re-sent at once.
+        var resent = Assert.IsType<OutboxTransmit<string>>(Assert.Single(o.OnGap(new HolderGap(channel, 1, H1), 60)));
+        Assert.Equal(1, resent.Request.Seq);
+        Assert.Equal(2, o.GapResends);
+
+        // A gap for a seq that already has its status, or of an unknown channel, changes nothing.
+        o.OnStatus(new HolderStatus(channel, 2, H1, Ok), 30);
+        Assert.Empty(o.OnGap(new HolderGap(channel, 2, H1), 90));
+        Assert.Empty(o.OnGap(new HolderGap("lock|elsewhere|1", 1, H1), 90));
+    }
+
+    [Fact]
     public void The_timer_resends_with_doubling_backoff_and_the_current_floor()
     {
         var o = NewOutbox();

@@ -155,6 +155,7 @@ internal sealed class ProtocolSimulation
                 HolderDropConfirmed c => Sender.OnDropConfirmed(c, _now),
                 HolderRejected r => Sender.OnRejected(r, _now),
                 HolderHandOver h => Sender.OnHandOver(h, _now),
+                HolderGap g => Sender.OnGap(g, _now),
                 _ => throw new InvalidOperationException(message.GetType().Name),
             });
             return;
@@ -255,6 +256,9 @@ internal sealed class ProtocolSimulation
                 case HolderHandOverTo<string> handOver:
                     holder.HandOver = new HolderHandOver(channel, incarnation, handOver.NextToRun, handOver.Completed);
                     _network.Add((false, holder.HandOver));
+                    break;
+                case HolderReportGap<string> gap:
+                    _network.Add((false, new HolderGap(channel, gap.Seq, incarnation)));
                     break;
                 case HolderReadyToStop<string>:
                     _holders.Remove(channel);
