@@ -19,7 +19,8 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
     public void Run(HolderRun<IActorRef> run, IActorRef self)
     {
         MessagingMetrics.HandlerRuns.Add(1);
-        Task<SerializedPayload> status;
+        var seq = run.Seq;
+        Task<IProtocolMessage> handling;
         try
         {
             if (!handlers.TryGet(EntityType, out var handler))
@@ -29,21 +30,42 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
 
             var payload = (IProtocolMessage)PayloadCodec.Deserialize(system, run.Payload);
             var context = new HandlerContext(ChannelId, run.Seq, EntityType, run.TargetId, run.PossiblyRepeated);
-            status = handler(context, payload).ContinueWith(
-                t => t.IsCompletedSuccessfully ? PayloadCodec.Serialize(system, t.Result) : Fault(t.Exception?.GetBaseException() ?? new TaskCanceledException()),
-                TaskScheduler.Default);
+            handling = handler(context, payload);
         }
         catch (Exception ex)
         {
             // A handler that throws synchronously still ran: its fault is the stored status.
-            status = Task.FromResult(Fault(ex));
+            self.Tell(new HandlerDone(seq, Fault(ex)));
+            return;
         }
 
-        var seq = run.Seq;
-        status.ContinueWith(t => self.Tell(new HandlerDone(seq, t.Result)), TaskScheduler.Default);
+        // A handler that finished synchronously (the common case for lock traffic) is answered without a trip
+        // through the thread pool; otherwise one continuation serializes the status and tells the holder.
+        if (handling.IsCompleted)
+        {
+            self.Tell(new HandlerDone(seq, StatusOf(handling)));
+            return;
+        }
+
+        handling.ContinueWith(t => self.Tell(new HandlerDone(seq, StatusOf(t))), TaskScheduler.Default);
     }
 
     public void Send(IActorRef to, object message, IActorRef self) => options.Transport.Send(to, message, self);
+
+    private SerializedPayload StatusOf(Task<IProtocolMessage> finished)
+    {
+        try
+        {
+            return finished.IsCompletedSuccessfully
+                ? PayloadCodec.Serialize(system, finished.Result)
+                : Fault(finished.Exception?.GetBaseException() ?? new TaskCanceledException());
+        }
+        catch (Exception ex)
+        {
+            // A status that cannot be serialized is the handler's fault too; the holder must still hear of it.
+            return Fault(ex);
+        }
+    }
 
     private SerializedPayload Fault(Exception ex) =>
         PayloadCodec.Serialize(system, new HandlerFault(ex.GetType().FullName ?? ex.GetType().Name, ex.Message));
