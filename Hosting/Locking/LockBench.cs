@@ -16,7 +16,7 @@ namespace Lockstep.Hosting.Locking;
 /// <param name="Postgres">Npgsql connection string; null: skip PostgreSQL.</param>
 /// <param name="Clients">Concurrent clients per shape.</param>
 /// <param name="Window">Measured time per shape and system.</param>
-/// <param name="Warmup">Unmeasured cycles per client before each window.</param>
+/// <param name="Warmup">Unmeasured cycling before each window (null: 1 s).</param>
 /// <param name="Lockspace">Lockstep lockspace the bench uses.</param>
 public sealed record LockBenchSettings(
     IReadOnlyList<Uri> Nodes,
@@ -24,7 +24,7 @@ public sealed record LockBenchSettings(
     string? Postgres,
     int Clients,
     TimeSpan Window,
-    int Warmup = 20,
+    TimeSpan? Warmup = null,
     string Lockspace = "bench");
 
 /// <summary>
@@ -146,7 +146,7 @@ public static class LockBench
                     await session.UnlockAsync(granted.LockId, 0, null, token);
                 }).ToList();
 
-            var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup, settings.Window, ct);
+            var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup ?? TimeSpan.FromSeconds(1), settings.Window, ct);
             long? expected = null, found = null;
             if (shape == LockBenchShape.Counter)
             {
@@ -225,7 +225,7 @@ public static class LockBench
                     Interlocked.Increment(ref increments);
                 }
                 : client.CycleAsync).ToList();
-            var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup, settings.Window, ct);
+            var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup ?? TimeSpan.FromSeconds(1), settings.Window, ct);
 
             long? expected = null, found = null;
             if (shape == LockBenchShape.Counter)
@@ -286,7 +286,7 @@ public static class LockBench
         var postgres = new Option<string?>("--postgres") { Description = "Npgsql connection string of the PostgreSQL to compare with." };
         var seconds = new Option<double>("--seconds") { Description = "Measured seconds per shape and system.", DefaultValueFactory = _ => 10 };
         var clients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 16 };
-        var warmup = new Option<int>("--warmup") { Description = "Unmeasured cycles per client before each window.", DefaultValueFactory = _ => 20 };
+        var warmup = new Option<double>("--warmup") { Description = "Unmeasured seconds of cycling before each window (JIT and connections settle).", DefaultValueFactory = _ => 1 };
         var lockspace = new Option<string>("--lockspace") { Description = "Lockspace the bench locks in.", DefaultValueFactory = _ => "bench" };
         var bench = new Command("bench", "Lock+unlock throughput and latency: Lockstep (gRPC) vs PostgreSQL advisory locks, uncontended, contended and counter shapes; prints a Markdown table.")
         {
@@ -302,7 +302,7 @@ public static class LockBench
                 : parsed.Count == 0 && parse.GetValue(postgres) is null ? "give --node (Lockstep) and/or --postgres (PostgreSQL)"
                 : parse.GetValue(clients) is < 1 or > 1024 ? "--clients must be 1..1024"
                 : parse.GetValue(seconds) is <= 0 or > 3600 or double.NaN ? "--seconds must be in (0, 3600]"
-                : parse.GetValue(warmup) is < 0 or > 100_000 ? "--warmup must be 0..100000"
+                : parse.GetValue(warmup) is < 0 or > 600 or double.NaN ? "--warmup must be 0..600 seconds"
                 : LockNames.LockspaceError(parse.GetValue(lockspace)) is { } error ? $"--lockspace: {error}"
                 : null;
             if (problem is not null)
@@ -317,7 +317,7 @@ public static class LockBench
                 parse.GetValue(postgres),
                 parse.GetValue(clients),
                 TimeSpan.FromSeconds(parse.GetValue(seconds)),
-                parse.GetValue(warmup),
+                TimeSpan.FromSeconds(parse.GetValue(warmup)),
                 parse.GetValue(lockspace)!);
             var results = await RunAsync(settings, Console.Error, ct);
             await Console.Out.WriteAsync(LockBenchReport.Render(results));

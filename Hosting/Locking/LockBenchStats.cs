@@ -228,16 +228,19 @@ public static class LockBenchLoop
     /// <param name="Elapsed">Window length (common start to the last cycle's end).</param>
     /// <param name="Latency">Merged per-cycle latencies.</param>
     /// <param name="Error">First failure of any client (that stops every client); empty if none.</param>
-    public sealed record Outcome(long Cycles, TimeSpan Elapsed, LatencyHistogram Latency, string Error);
+    /// <param name="WarmupCycles">Cycles run before the window, not measured.</param>
+    public sealed record Outcome(long Cycles, TimeSpan Elapsed, LatencyHistogram Latency, string Error, long WarmupCycles);
 
     /// <summary>
-    /// Runs every client's <paramref name="cycles"/> entry <paramref name="warmup"/> times unmeasured,
-    /// then all of them together for <paramref name="window"/>; a cycle in flight when the window
-    /// closes finishes and counts. The first exception stops all clients and is reported.
+    /// Warms up (every client cycles unmeasured, at least once, until <paramref name="warmup"/> has
+    /// passed: JIT tiering and connection set-up on both ends settle), then runs all clients together
+    /// for <paramref name="window"/>; a cycle in flight when the window closes finishes and counts.
+    /// The first exception stops all clients and is reported.
     /// </summary>
-    public static async Task<Outcome> RunAsync(IReadOnlyList<Func<CancellationToken, Task>> cycles, int warmup, TimeSpan window, CancellationToken cancellationToken)
+    public static async Task<Outcome> RunAsync(IReadOnlyList<Func<CancellationToken, Task>> cycles, TimeSpan warmup, TimeSpan window, CancellationToken cancellationToken)
     {
         string? error = null;
+        long warmupCycles = 0;
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
 
         async Task Guard(Func<Task> body)
@@ -255,17 +258,20 @@ public static class LockBenchLoop
             }
         }
 
+        var warm = Stopwatch.GetTimestamp() + (long)(warmup.TotalSeconds * Stopwatch.Frequency);
         await Task.WhenAll(cycles.Select(cycle => Guard(async () =>
         {
-            for (var i = 0; i < warmup && !stop.IsCancellationRequested; i++)
+            do
             {
                 await cycle(stop.Token);
+                Interlocked.Increment(ref warmupCycles);
             }
+            while (!stop.IsCancellationRequested && Stopwatch.GetTimestamp() < warm);
         })));
         cancellationToken.ThrowIfCancellationRequested();
         if (error is not null)
         {
-            return new Outcome(0, TimeSpan.Zero, new LatencyHistogram(), error);
+            return new Outcome(0, TimeSpan.Zero, new LatencyHistogram(), error, warmupCycles);
         }
 
         var histograms = cycles.Select(_ => new LatencyHistogram()).ToArray();
@@ -295,6 +301,6 @@ public static class LockBenchLoop
             merged.Merge(histogram);
         }
 
-        return new Outcome(merged.Count, elapsed, merged, error ?? string.Empty);
+        return new Outcome(merged.Count, elapsed, merged, error ?? string.Empty, warmupCycles);
     }
 }

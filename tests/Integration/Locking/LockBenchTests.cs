@@ -51,7 +51,7 @@ public sealed class LockBenchTests : IAsyncLifetime
         Assert.False(string.IsNullOrWhiteSpace(postgres),
             "LOCKSTEP_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL (scripts/postgres-test-server).");
 
-        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{_httpPort}")], null, postgres, Clients: 3, Window: TimeSpan.FromSeconds(1), Warmup: 5);
+        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{_httpPort}")], null, postgres, Clients: 3, Window: TimeSpan.FromSeconds(1), Warmup: TimeSpan.FromSeconds(0.3));
         var results = await LockBench.RunAsync(settings, TextWriter.Null, CancellationToken.None);
         var table = LockBenchReport.Render(results);
 
@@ -89,7 +89,7 @@ public sealed class LockBenchTests : IAsyncLifetime
         Assert.False(string.IsNullOrWhiteSpace(postgres),
             "LOCKSTEP_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL (scripts/postgres-test-server).");
 
-        var run = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--postgres", postgres!, "--seconds", "0.3", "--clients", "2", "--warmup", "2"], TimeSpan.FromSeconds(120));
+        var run = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--postgres", postgres!, "--seconds", "0.3", "--clients", "2", "--warmup", "0.2"], TimeSpan.FromSeconds(120));
         Assert.True(run.ExitCode == 0, run.ToString());
         Assert.Contains("| system | shape | clients |", run.Stdout);
         Assert.Matches(@"\| Lockstep \| counter \(EX \+ read/write\) \| 2 \|.*\| counter (\d+) = \1 increments \|", run.Stdout);
