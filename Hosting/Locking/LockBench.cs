@@ -16,7 +16,7 @@ namespace Lockstep.Hosting.Locking;
 /// <param name="Postgres">Npgsql connection string; null: skip PostgreSQL.</param>
 /// <param name="Clients">Concurrent clients per shape.</param>
 /// <param name="Window">Measured time per shape and system.</param>
-/// <param name="Warmup">Unmeasured cycling before each window (null: 1 s).</param>
+/// <param name="Warmup">Unmeasured cycling before each window (null: 2 s).</param>
 /// <param name="Lockspace">Lockstep lockspace the bench uses.</param>
 public sealed record LockBenchSettings(
     IReadOnlyList<Uri> Nodes,
@@ -146,7 +146,7 @@ public static class LockBench
                     await session.UnlockAsync(granted.LockId, 0, null, token);
                 }).ToList();
 
-            var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup ?? TimeSpan.FromSeconds(1), settings.Window, ct);
+            var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup ?? TimeSpan.FromSeconds(2), settings.Window, ct);
             long? expected = null, found = null;
             if (shape == LockBenchShape.Counter)
             {
@@ -225,7 +225,7 @@ public static class LockBench
                     Interlocked.Increment(ref increments);
                 }
                 : client.CycleAsync).ToList();
-            var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup ?? TimeSpan.FromSeconds(1), settings.Window, ct);
+            var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup ?? TimeSpan.FromSeconds(2), settings.Window, ct);
 
             long? expected = null, found = null;
             if (shape == LockBenchShape.Counter)
@@ -286,7 +286,7 @@ public static class LockBench
         var postgres = new Option<string?>("--postgres") { Description = "Npgsql connection string of the PostgreSQL to compare with." };
         var seconds = new Option<double>("--seconds") { Description = "Measured seconds per shape and system.", DefaultValueFactory = _ => 10 };
         var clients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 16 };
-        var warmup = new Option<double>("--warmup") { Description = "Unmeasured seconds of cycling before each window (JIT and connections settle).", DefaultValueFactory = _ => 1 };
+        var warmup = new Option<double>("--warmup") { Description = "Unmeasured seconds of cycling before each window (JIT and connections settle).", DefaultValueFactory = _ => 2 };
         var lockspace = new Option<string>("--lockspace") { Description = "Lockspace the bench locks in.", DefaultValueFactory = _ => "bench" };
         var bench = new Command("bench", "Lock+unlock throughput and latency: Lockstep (gRPC) vs PostgreSQL advisory locks, uncontended, contended and counter shapes; prints a Markdown table.")
         {
