@@ -3,6 +3,7 @@ using Akka.Cluster;
 using Akka.Cluster.Sharding;
 using Akka.Cluster.Tools.Singleton;
 using Akka.DistributedData;
+using Akka.Pattern;
 using Lockstep.Contracts.Locking;
 
 namespace Lockstep.Actors.Locking;
@@ -69,7 +70,12 @@ public sealed class LockManager : ILockManager
             new RequesterShardAllocationStrategy(),
             StopLockResource.Instance);
         system.ActorOf(
-            ClusterSingletonManager.Props(LockspaceRegistryActor.Props(options), PoisonPill.Instance, ClusterSingletonManagerSettings.Create(system)),
+            // A singleton that stops is not restarted by the manager: the backoff supervisor restarts
+            // the registry when its journal fails (it recovers the table again), and forwards to it.
+            ClusterSingletonManager.Props(
+                BackoffSupervisor.Props(Backoff.OnStop(LockspaceRegistryActor.Props(options), "registry", TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(5), 0.2, -1)),
+                PoisonPill.Instance,
+                ClusterSingletonManagerSettings.Create(system)),
             RegistryName);
         var registry = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RegistryName}", ClusterSingletonProxySettings.Create(system)), RegistryName + "-proxy");
         var client = system.ActorOf(LockClientActor.Props(region, options), ClientName);

@@ -22,6 +22,14 @@ public sealed class LockingOptions
     /// <summary>LVB length of lockspaces created without one.</summary>
     public int DefaultLvbLength { get; set; } = LockResourceState.DefaultLvbLength;
 
+    /// <summary>
+    /// Keep the lockspace slot table in the journal too, so slots survive a whole-cluster restart.
+    /// Off only where no real journal exists or where <c>akka.actor.serialize-messages = on</c> would
+    /// drop the journal's own local messages (in-process tests); then the table lives in
+    /// DistributedData alone and is lost when every node stops.
+    /// </summary>
+    public bool PersistSlots { get; set; } = true;
+
     /// <summary>How long joining a lockspace or listing resources may take before it fails.</summary>
     public TimeSpan AskTimeout { get; set; } = TimeSpan.FromSeconds(10);
 }

@@ -83,6 +83,15 @@ public sealed class LockspaceRegistryState
         return new LockspaceRegistryState(new LockspaceTable(merged.Values.ToList()));
     }
 
+    /// <summary>Whether two tables hold the same lockspaces, LVB lengths and slots (order aside).</summary>
+    public static bool SameTable(LockspaceTable a, LockspaceTable b)
+    {
+        static string Canonical(LockspaceTable t) => string.Join('\n', t.Lockspaces
+            .OrderBy(l => l.Name, StringComparer.Ordinal)
+            .Select(l => $"{l.Name}/{l.LvbLength}/{string.Join(',', l.Slots.OrderBy(s => s.Slot).Select(s => $"{s.Slot}={s.NodeId}"))}"));
+        return Canonical(a) == Canonical(b);
+    }
+
     private LockspaceRegistryState With(LockspaceInfo info)
     {
         var copy = new Dictionary<string, LockspaceInfo>(_lockspaces, StringComparer.Ordinal) { [info.Name] = info };

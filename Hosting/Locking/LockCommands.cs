@@ -5,7 +5,7 @@ using System.Text.Json;
 namespace Lockstep.Hosting.Locking;
 
 /// <summary>
-/// <c>lockstep lock list|dump|torture</c>: the DLM over one node's management HTTP API.
+/// <c>lockstep lock list|dump|torture|bench</c>: the DLM over one node's management HTTP API.
 /// <code>
 /// lockstep lock list --node 127.0.0.1:8559
 /// lockstep lock dump torture --node 127.0.0.1:8559
@@ -43,6 +43,7 @@ public static class LockCommands
         var torture = new Command("torture", "Counter torture: clients on every node lock EX, increment a counter in the LVB, unlock; prints expected and found.") { tortureNode, clients, iterations, timeout };
         torture.SetAction((parse, ct) => Run(parse.GetValue(tortureNode), TimeSpan.FromSeconds(parse.GetValue(timeout) + 30), client => TortureAsync(client, parse.GetValue(clients), parse.GetValue(iterations), parse.GetValue(timeout), Console.Out, ct)));
         group.Subcommands.Add(torture);
+        group.Subcommands.Add(LockBench.Command());
         return group;
     }
 

@@ -33,6 +33,17 @@ public sealed class LockspaceRegistryStateTests
     }
 
     [Fact]
+    public void Same_table_ignores_order_but_not_slots_or_lvb_length()
+    {
+        var t = new LockspaceTable([new LockspaceInfo("x", 64, [new LockspaceSlot("a", 1), new LockspaceSlot("b", 2)]), new LockspaceInfo("y", 8, [])]);
+        var reordered = new LockspaceTable([new LockspaceInfo("y", 8, []), new LockspaceInfo("x", 64, [new LockspaceSlot("b", 2), new LockspaceSlot("a", 1)])]);
+        Assert.True(LockspaceRegistryState.SameTable(t, reordered));
+        Assert.False(LockspaceRegistryState.SameTable(t, new LockspaceTable([new LockspaceInfo("x", 64, [new LockspaceSlot("a", 2), new LockspaceSlot("b", 1)]), new LockspaceInfo("y", 8, [])])));
+        Assert.False(LockspaceRegistryState.SameTable(t, new LockspaceTable([new LockspaceInfo("x", 32, [new LockspaceSlot("a", 1), new LockspaceSlot("b", 2)]), new LockspaceInfo("y", 8, [])])));
+        Assert.False(LockspaceRegistryState.SameTable(t, new LockspaceTable([t.Lockspaces[0]])));
+    }
+
+    [Fact]
     public void Merge_keeps_slots_already_handed_out_on_both_sides()
     {
         var (_, mine) = Joined(LockspaceRegistryState.Empty, "ls", 0, "a");

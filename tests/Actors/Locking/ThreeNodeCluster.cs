@@ -69,9 +69,11 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
             throw new TimeoutException("The three test members did not all reach Up within 60 s");
         }
 
+        // serialize-messages would drop the in-memory journal's own local messages; the slot journal
+        // has its own test (LockspaceRegistryRestartTests), so the table lives in DistributedData here.
         for (var i = 0; i < 3; i++)
         {
-            Managers[i] = LockManager.Start(Systems[i], new LockingOptions { NodeId = $"n{i + 1}", PassivateAfter = TimeSpan.FromSeconds(2), AskTimeout = TimeSpan.FromSeconds(30) });
+            Managers[i] = LockManager.Start(Systems[i], new LockingOptions { NodeId = $"n{i + 1}", PassivateAfter = TimeSpan.FromSeconds(2), AskTimeout = TimeSpan.FromSeconds(30), PersistSlots = false });
         }
 
         await WaitUntilRegistryAnswersAsync();

@@ -170,7 +170,8 @@ public sealed class LockNodeTests : IAsyncLifetime
         Assert.Equal(new Uri("http://127.0.0.1:8559/"), LockCommands.ParseNode("127.0.0.1:8559"));
     }
 
-    private static int HttpPortWithFreeGrpcPort()
+    /// <summary>An ephemeral HTTP port whose gRPC port (HTTP + 1000) is free too.</summary>
+    internal static int HttpPortWithFreeGrpcPort()
     {
         for (var attempt = 0; attempt < 50; attempt++)
         {

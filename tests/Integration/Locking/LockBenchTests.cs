@@ -1,0 +1,106 @@
+using System.Net.Http.Json;
+using Lockstep.Hosting.Locking;
+using Lockstep.Integration.Tests.Cluster;
+using Xunit;
+
+namespace Lockstep.Integration.Tests.Locking;
+
+/// <summary><c>lockstep lock bench</c> against a real node and the test PostgreSQL (scripts/postgres-test-server).</summary>
+public sealed class LockBenchTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+    private readonly string _data = Directory.CreateTempSubdirectory("lockstep-bench-").FullName;
+    private ChildProcess? _node;
+    private int _httpPort;
+    private HttpClient _http = null!;
+
+    public async Task InitializeAsync()
+    {
+        _httpPort = LockNodeTests.HttpPortWithFreeGrpcPort();
+        _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{FreePorts.Take(1)[0]}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "bench1", "--data", _data]);
+        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
+        await Eventually.UntilAsync("the node to be ready", Patience, async () =>
+        {
+            try
+            {
+                var response = await _http.GetAsync("/ready");
+                return (response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}");
+            }
+            catch (HttpRequestException ex)
+            {
+                return (false, ex.Message);
+            }
+        });
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http.Dispose();
+        if (_node is not null)
+        {
+            await _node.DisposeAsync();
+        }
+
+        Directory.Delete(_data, recursive: true);
+    }
+
+    [Fact]
+    public async Task Bench_runs_every_shape_on_lockstep_and_postgres_with_exact_counters()
+    {
+        var postgres = Environment.GetEnvironmentVariable("LOCKSTEP_TEST_PG");
+        Assert.False(string.IsNullOrWhiteSpace(postgres),
+            "LOCKSTEP_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL (scripts/postgres-test-server).");
+
+        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{_httpPort}")], null, postgres, Clients: 3, Window: TimeSpan.FromSeconds(1), Warmup: TimeSpan.FromSeconds(0.3));
+        var results = await LockBench.RunAsync(settings, TextWriter.Null, CancellationToken.None);
+        var table = LockBenchReport.Render(results);
+
+        Assert.Equal(
+            [(LockBench.LockstepName, LockBenchShape.Uncontended), (LockBench.PostgresName, LockBenchShape.Uncontended), (LockBench.LockstepName, LockBenchShape.Contended), (LockBench.PostgresName, LockBenchShape.Contended), (LockBench.LockstepName, LockBenchShape.Counter), (LockBench.PostgresName, LockBenchShape.Counter)],
+            results.Select(r => (r.System, r.Shape)));
+        foreach (var r in results)
+        {
+            Assert.True(r.Ok, table);
+            Assert.True(r.Cycles > 0 && r.Latency.Count == r.Cycles, table);
+        }
+
+        foreach (var counter in results.Where(r => r.Shape == LockBenchShape.Counter))
+        {
+            // Warm-up increments count too, so the counter holds at least the measured cycles.
+            Assert.True(counter.CounterExpected >= counter.Cycles, table);
+            Assert.Equal(counter.CounterExpected, counter.CounterFound);
+        }
+
+        Assert.Contains("(3/3 resources placed there)", results[0].Where);
+        Assert.Contains("(1/1 resources placed there)", results[2].Where);
+
+        // Every bench session closed, so no lock is left behind in the lockspace.
+        await Eventually.UntilAsync("the bench's locks to be released", Patience, async () =>
+        {
+            var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=bench");
+            return (view!.Resources.Count == 0, $"{view.Resources.Count} resources");
+        });
+    }
+
+    [Fact]
+    public async Task Cli_bench_prints_the_table_and_refuses_bad_usage()
+    {
+        var postgres = Environment.GetEnvironmentVariable("LOCKSTEP_TEST_PG");
+        Assert.False(string.IsNullOrWhiteSpace(postgres),
+            "LOCKSTEP_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL (scripts/postgres-test-server).");
+
+        var run = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--postgres", postgres!, "--seconds", "0.3", "--clients", "2", "--warmup", "0.2"], TimeSpan.FromSeconds(120));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("| system | shape | clients |", run.Stdout);
+        Assert.Matches(@"\| Lockstep \| counter \(EX \+ read/write\) \| 2 \|.*\| counter (\d+) = \1 increments \|", run.Stdout);
+        Assert.Matches(@"\| PostgreSQL \| counter \(EX \+ read/write\) \| 2 \|.*\| counter (\d+) = \1 increments \|", run.Stdout);
+
+        var usage = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench"], Patience);
+        Assert.Equal(2, usage.ExitCode);
+        Assert.Contains("give --node (Lockstep) and/or --postgres (PostgreSQL)", usage.Stderr);
+
+        var unreachable = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--postgres", "Host=127.0.0.1;Port=1;Username=postgres;Timeout=2", "--seconds", "0.2", "--clients", "1"], Patience);
+        Assert.Equal(1, unreachable.ExitCode);
+        Assert.Contains("| PostgreSQL | uncontended EX | 1 | server 127.0.0.1:1 | 0 | 0 | – | – | ERROR:", unreachable.Stdout);
+    }
+}
