@@ -393,6 +393,27 @@ public sealed class MirrorVolumeTests : IDisposable
     }
 
     [Fact]
+    public async Task Offline_verify_says_which_differing_chunks_recovery_will_repair()
+    {
+        var descriptor = await CreateAsync(_dir);
+        var chunk = descriptor.Geometry.ChunkSizeBytes;
+        var layout = LegLayout.For(descriptor.Geometry);
+        // Chunk 3 differs and is marked dirty in slot 1 (an interrupted write); chunk 5 differs with no bit anywhere.
+        using (var leg1 = LegFile.Open(descriptor.Legs[1].Path, writable: true))
+        {
+            await WriteAsync(leg1, layout.DataOffset + 3L * chunk, Pattern(chunk, 3));
+            await WriteAsync(leg1, layout.DataOffset + 5L * chunk, Pattern(chunk, 5));
+            await SetBitAsync(leg1, layout, 1, 3);
+        }
+
+        var report = await VolumeVerifier.VerifyAsync(descriptor);
+
+        Assert.Equal([3L, 5L], report.DifferingChunks);
+        Assert.Contains("1 of the 2 differing chunk(s) are marked dirty in a bitmap slot", string.Join("\n", report.Problems), StringComparison.Ordinal);
+        Assert.Contains("1 differing chunk(s) are not marked dirty in any bitmap slot", string.Join("\n", report.Problems), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Recovery_copies_dirty_chunks_from_the_first_healthy_leg_and_clears_the_bits()
     {
         var descriptor = await CreateAsync(_dir);
@@ -413,7 +434,10 @@ public sealed class MirrorVolumeTests : IDisposable
             await SetBitAsync(leg1, layout, 0, 12);
         }
 
-        Assert.Equal([9L, 12L], (await VolumeVerifier.VerifyAsync(descriptor)).DifferingChunks);
+        var before = await VolumeVerifier.VerifyAsync(descriptor);
+        Assert.Equal([9L, 12L], before.DifferingChunks);
+        Assert.Contains(before.Problems, p => p.StartsWith("2 of the 2 differing chunk(s) are marked dirty in a bitmap slot", StringComparison.Ordinal));
+        Assert.DoesNotContain(before.Problems, p => p.Contains("not marked dirty", StringComparison.Ordinal));
         var (volume, _) = await OpenAsync(descriptor);
         await using (volume)
         {

@@ -139,6 +139,20 @@ public sealed class NbdOnVolumeTests(ITestOutputHelper output) : IDisposable
 
         await using var again = await Node.StartAsync(_data, StartTimeout);
         Assert.False(Signal.IsLockstepAlive(killedPid));
+
+        // Before any client opens the volume, verify reads the legs as the crash left them: whatever differs must
+        // be a chunk marked dirty (an interrupted write that recovery will copy), never an unmarked one.
+        using (var early = await again.Http.PostAsync("v1/volumes/crash/verify", null))
+        {
+            var body = await early.Content.ReadAsStringAsync();
+            using var doc = JsonDocument.Parse(body);
+            var differing = doc.RootElement.GetProperty("differingChunks").GetArrayLength();
+            var problems = doc.RootElement.GetProperty("problems").EnumerateArray().Select(p => p.GetString()!).ToArray();
+            output.WriteLine($"before recovery: {differing} chunk(s) differ; {string.Join("; ", problems)}");
+            Assert.True(differing == 0 || problems.Any(p => p.StartsWith($"{differing} of the {differing} differing chunk(s) are marked dirty", StringComparison.Ordinal)), body);
+            Assert.DoesNotContain(problems, p => p.Contains("not marked dirty", StringComparison.Ordinal));
+        }
+
         byte[] image;
         await using (var reader = await RawNbdClient.ConnectAsync(again.NbdPort))
         {
