@@ -87,7 +87,12 @@ public interface IExportCatalog
     /// <summary>Names and one-line descriptions for NBD_OPT_LIST.</summary>
     IReadOnlyList<ExportDescription> List();
 
-    /// <summary>Opens (or shares the already open) device; null when no such export exists.</summary>
+    /// <summary>
+    /// Opens (or shares the already open) device; null when no such export exists. The result is the caller's
+    /// handle: the caller disposes it when done (the NBD server does so when the connection ends, or right after
+    /// answering NBD_OPT_INFO). Disposing a handle releases that caller's claim; whether the device itself closes
+    /// is the catalog's business.
+    /// </summary>
     ValueTask<IBlockDevice?> OpenAsync(string name, CancellationToken cancellation = default);
 }
 

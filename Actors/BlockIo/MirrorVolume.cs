@@ -258,6 +258,18 @@ public sealed class MirrorVolume : IBlockDevice
         {
             var start = AlignDown(offset);
             var length = (int)(AlignUp(offset + destination.Length) - start);
+            if (start == offset && length == destination.Length)
+            {
+                // The pin keeps the memory where the alignment check saw it until the leg read is done.
+                using var pin = destination.Pin();
+                if (IsBlockAligned(pin))
+                {
+                    // Whole aligned blocks into aligned memory (the NBD server's buffers): O_DIRECT can fill it, no bounce copy.
+                    await ReadAnyLegAsync(_layout.DataOffset + start, destination).ConfigureAwait(false);
+                    return;
+                }
+            }
+
             var buffer = _pool.Rent(length);
             try
             {
@@ -297,6 +309,9 @@ public sealed class MirrorVolume : IBlockDevice
             }
         }
     }
+
+    /// <summary>Whether pinned memory starts on a 4 KiB boundary, as O_DIRECT needs (lengths are checked by the caller).</summary>
+    private static unsafe bool IsBlockAligned(in System.Buffers.MemoryHandle pin) => ((nuint)pin.Pointer & (Block - 1)) == 0;
 
     private Leg? PickReadLeg()
     {
@@ -341,6 +356,17 @@ public sealed class MirrorVolume : IBlockDevice
             try
             {
                 await MarkAsync(op, start, end).ConfigureAwait(false);
+                if (start == offset && end == offset + source.Length)
+                {
+                    using var pin = source.Pin();
+                    if (IsBlockAligned(pin))
+                    {
+                        // Whole aligned blocks from aligned memory: every leg writes straight from the caller's buffer.
+                        await FanOutAsync(LegOp.Write, op, _layout.DataOffset + start, source, 0, false, forceUnitAccess).ConfigureAwait(false);
+                        return;
+                    }
+                }
+
                 var length = (int)(end - start);
                 var buffer = _pool.Rent(length);
                 try

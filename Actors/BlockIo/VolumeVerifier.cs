@@ -73,6 +73,11 @@ public static class VolumeVerifier
                 problems.Add($"only {legs.Count} leg(s) readable: nothing to compare");
             }
 
+            if (differing.Count > 0)
+            {
+                await ExplainAsync(legs.Select(l => (ILegDevice)l.File).ToArray(), layout, descriptor.Geometry.MaxNodes, differing, problems, cancellation).ConfigureAwait(false);
+            }
+
             return new VerifyReport(legs.Count >= 2 ? layout.ChunkCount : 0, differing, legs.Select(l => l.Id).ToArray(), problems);
         }
         finally
@@ -81,6 +86,47 @@ public static class VolumeVerifier
             {
                 file.Dispose();
             }
+        }
+    }
+
+    /// <summary>
+    /// Says which differing chunks are marked dirty in some node's bitmap slot: those are writes that were in flight
+    /// when a node stopped, which crash recovery copies at the next open; the others are real divergence.
+    /// </summary>
+    private static async Task ExplainAsync(IReadOnlyList<ILegDevice> legs, LegLayout layout, int maxNodes, List<long> differing, List<string> problems, CancellationToken cancellation)
+    {
+        var union = new byte[layout.SlotBitsBytes];
+        var bits = new byte[layout.SlotBitsBytes];
+        try
+        {
+            foreach (var leg in legs)
+            {
+                for (var slot = 0; slot < maxNodes; slot++)
+                {
+                    await LegMetadata.ReadSlotBitsAsync(leg, layout, slot, bits, cancellation).ConfigureAwait(false);
+                    for (var i = 0; i < bits.Length; i++)
+                    {
+                        union[i] |= bits[i];
+                    }
+                }
+            }
+        }
+        catch (IOException e)
+        {
+            problems.Add($"bitmap slots could not be read to explain the differences: {e.Message}");
+            return;
+        }
+
+        var dirty = differing.Count(chunk => (union[chunk >> 3] & (1 << (int)(chunk & 7))) != 0);
+        if (dirty > 0)
+        {
+            problems.Add($"{dirty} of the {differing.Count} differing chunk(s) are marked dirty in a bitmap slot: writes were in flight when a node stopped; "
+                + "crash recovery copies them when the volume is next opened on a node (connect a client once, then verify again)");
+        }
+
+        if (dirty < differing.Count)
+        {
+            problems.Add($"{differing.Count - dirty} differing chunk(s) are not marked dirty in any bitmap slot: crash recovery will not repair them");
         }
     }
 }

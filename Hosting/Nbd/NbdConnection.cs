@@ -121,6 +121,7 @@ internal sealed class NbdConnection
         }
 
         await CloseAsync(clean).ConfigureAwait(false);
+        await ReleaseDeviceAsync().ConfigureAwait(false);
         await stopping.DisposeAsync().ConfigureAwait(false);
         await reader.CompleteAsync().ConfigureAwait(false);
         await stream.DisposeAsync().ConfigureAwait(false);
@@ -717,6 +718,25 @@ internal sealed class NbdConnection
         if (clean)
         {
             TryShutdown();
+        }
+    }
+
+    /// <summary>Gives the connection's device handle back to the catalog (once the requests in flight are drained).</summary>
+    private async ValueTask ReleaseDeviceAsync()
+    {
+        if (_session is null)
+        {
+            return;
+        }
+
+        try
+        {
+            await _session.Device.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            // Releasing a claim must not take the server down; the catalog logs its own trouble.
+            _logger.LogWarning(e, "NBD connection #{Id}: releasing export '{Export}' failed", Id, _session.ExportName);
         }
     }
 

@@ -19,7 +19,7 @@ public enum NbdNegotiationStep
 
 /// <summary>The export and the terms the transmission phase runs with.</summary>
 /// <param name="ExportName">Name the export was found by.</param>
-/// <param name="Device">The open device; owned by the catalog, never disposed by the server.</param>
+/// <param name="Device">The connection's handle on the open device (see <see cref="IExportCatalog.OpenAsync"/>); the connection disposes it when it ends.</param>
 /// <param name="Flags">Transmission flags sent to the client.</param>
 /// <param name="BlockSizes">Block-size constraints advertised.</param>
 /// <param name="StructuredReplies">Structured replies were negotiated.</param>
@@ -165,6 +165,8 @@ public sealed class NbdNegotiator(IExportCatalog catalog, NbdServerOptions optio
         NbdCodec.WriteOptionReply(output, option, NbdOptionReply.Ack, default);
         if (option == NbdOption.Info)
         {
+            // INFO only describes the export: give the handle back, or the volume counts a connection that never comes.
+            await device.DisposeAsync().ConfigureAwait(false);
             return NbdNegotiationStep.Continue;
         }
 

@@ -120,6 +120,15 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
         }
     }
 
+    /// <summary>What crash recovery did when the volume was opened on this node; null when it is not open here.</summary>
+    public ResyncReport? LocalRecovery(string name)
+    {
+        lock (_lock)
+        {
+            return _open.TryGetValue(name, out var open) ? open.Device.Recovery : null;
+        }
+    }
+
     // ------------------------------------------------------------------ IExportCatalog
 
     /// <inheritdoc />

@@ -29,7 +29,7 @@ public static class VolumeEndpoints
         group.MapGet("", async (VolumeCatalog catalog, CancellationToken ct) => await Guarded(async () =>
         {
             var volumes = await catalog.ListAsync(ct);
-            return Json(new VolumeListView(volumes.Select(v => VolumeView.From(v, catalog.LocalUse(v.Descriptor.Name))).ToArray()));
+            return Json(new VolumeListView(volumes.Select(v => VolumeView.From(v, catalog.LocalUse(v.Descriptor.Name), catalog.LocalRecovery(v.Descriptor.Name))).ToArray()));
         }));
 
         group.MapPost("", async (HttpContext http, VolumeCatalog catalog, CancellationToken ct) => await Guarded(async () =>
@@ -143,7 +143,7 @@ public static class VolumeEndpoints
 
     private static IResult Reply(VolumeCatalog catalog, IVolumeProtocol reply, int okStatus = StatusCodes.Status200OK) => reply switch
     {
-        VolumeInfo info => Json(VolumeView.From(info, catalog.LocalUse(info.Descriptor.Name)), info.Status == VolumeStatus.Absent ? StatusCodes.Status200OK : okStatus),
+        VolumeInfo info => Json(VolumeView.From(info, catalog.LocalUse(info.Descriptor.Name), catalog.LocalRecovery(info.Descriptor.Name)), info.Status == VolumeStatus.Absent ? StatusCodes.Status200OK : okStatus),
         VolumeRejected rejected => Error(rejected.Error, rejected.Reason),
         _ => Json(new VolumeErrorView("internal", $"unexpected reply {reply.GetType().Name}"), StatusCodes.Status500InternalServerError),
     };

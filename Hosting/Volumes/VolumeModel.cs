@@ -23,17 +23,26 @@ public sealed record LegView(Guid LegId, string Path, string State);
 /// <param name="Pending">A change in progress or a note about the last one.</param>
 /// <param name="OpenHere">Open on the node that answered.</param>
 /// <param name="Connections">NBD connections on the node that answered.</param>
+/// <param name="Recovery">Crash recovery done when the volume was opened on the node that answered; null when not open there.</param>
 public sealed record VolumeView(string Name, Guid VolumeId, string Status, long SizeBytes, int ChunkSizeBytes, int MaxNodes, long Generation,
-    IReadOnlyList<LegView> Legs, string? Pending, bool OpenHere, int Connections)
+    IReadOnlyList<LegView> Legs, string? Pending, bool OpenHere, int Connections, RecoveryView? Recovery = null)
 {
     /// <summary>Builds the view of a volume.</summary>
-    public static VolumeView From(VolumeInfo info, (bool Open, int Leases) use)
+    public static VolumeView From(VolumeInfo info, (bool Open, int Leases) use, ResyncReport? recovery = null)
     {
         var d = info.Descriptor;
         return new VolumeView(d.Name, d.VolumeId, VolumeJson.Camel(info.Status.ToString()), d.Geometry.SizeBytes, d.Geometry.ChunkSizeBytes, d.Geometry.MaxNodes,
-            d.Generation, d.Legs.Select(l => new LegView(l.LegId, l.Path, VolumeJson.Camel(l.State.ToString()))).ToArray(), info.Pending, use.Open, use.Leases);
+            d.Generation, d.Legs.Select(l => new LegView(l.LegId, l.Path, VolumeJson.Camel(l.State.ToString()))).ToArray(), info.Pending, use.Open, use.Leases,
+            recovery is null ? null : new RecoveryView(recovery.ChunksResynced, recovery.Bytes, (long)recovery.Elapsed.TotalMilliseconds, recovery.SourceLegId));
     }
 }
+
+/// <summary>What crash recovery did when the volume was opened on this node: dirty chunks of this node's bitmap slot copied.</summary>
+/// <param name="ChunksResynced">Chunks copied from the source leg to the others.</param>
+/// <param name="Bytes">Bytes copied.</param>
+/// <param name="ElapsedMs">How long it took.</param>
+/// <param name="SourceLegId">Leg the chunks were copied from (empty when nothing was dirty).</param>
+public sealed record RecoveryView(long ChunksResynced, long Bytes, long ElapsedMs, Guid SourceLegId);
 
 /// <summary><c>GET /v1/volumes</c>.</summary>
 /// <param name="Volumes">Every volume, by name.</param>

@@ -40,6 +40,10 @@ public static class VolumeRendering
         grid.AddRow("Max nodes", v.MaxNodes.ToString(System.Globalization.CultureInfo.InvariantCulture));
         grid.AddRow("Generation", v.Generation.ToString(System.Globalization.CultureInfo.InvariantCulture));
         grid.AddRow("On this node", v.OpenHere ? $"open, {v.Connections} NBD connection(s)" : "not open");
+        if (v.Recovery is { } r)
+        {
+            grid.AddRow("Crash recovery", $"{r.ChunksResynced} chunk(s) resynced at open ({SizeText.Format(r.Bytes)}, {r.ElapsedMs} ms)");
+        }
         if (v.Pending is not null)
         {
             grid.AddRow("Pending", $"[yellow]{Markup.Escape(v.Pending)}[/]");

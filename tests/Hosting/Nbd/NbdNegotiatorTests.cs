@@ -61,6 +61,16 @@ public sealed class NbdNegotiatorTests
     }
 
     [Fact]
+    public async Task Info_gives_the_opened_handle_back_but_go_keeps_it()
+    {
+        await Handle(NbdOption.Info, NbdCodecTests.InfoData("vol"));
+        Assert.Equal((1, 1), (_catalog.Opens, _vol.Disposals));
+
+        await Handle(NbdOption.Go, NbdCodecTests.InfoData("vol"));
+        Assert.Equal((2, 1), (_catalog.Opens, _vol.Disposals));
+    }
+
+    [Fact]
     public async Task Go_enters_transmission_with_the_export()
     {
         var (step, replies) = await Handle(NbdOption.Go, NbdCodecTests.InfoData("ro"));

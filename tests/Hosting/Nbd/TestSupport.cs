@@ -60,7 +60,14 @@ internal sealed class MemoryBlockDevice(string name, long size, bool readOnly = 
     public ValueTask<IReadOnlyList<BlockExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellation = default) =>
         ValueTask.FromResult<IReadOnlyList<BlockExtent>>([new BlockExtent(length, BlockExtentKind.HoleAndZero)]);
 
-    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    /// <summary>How often a holder gave its handle back.</summary>
+    public int Disposals { get; private set; }
+
+    public ValueTask DisposeAsync()
+    {
+        Disposals++;
+        return ValueTask.CompletedTask;
+    }
 }
 
 /// <summary>A catalog over fixed devices.</summary>

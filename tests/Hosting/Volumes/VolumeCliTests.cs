@@ -106,6 +106,22 @@ public sealed class VolumeCliTests
     }
 
     [Fact]
+    public void Show_reports_the_crash_recovery_of_an_open_volume_only()
+    {
+        string Render(VolumeView view) => VolumeRendering.ToText(c =>
+        {
+            foreach (var part in VolumeRendering.Show(view))
+            {
+                c.Write(part);
+            }
+        });
+
+        var recovered = Render(View("vm1", "inSync", "inSync") with { Recovery = new RecoveryView(3, 3 << 20, 41, Guid.NewGuid()) });
+        Assert.Contains("3 chunk(s) resynced at open (3 MiB, 41 ms)", recovered.Split('\n').Single(l => l.Contains("Crash recovery")));
+        Assert.DoesNotContain("Crash recovery", Render(View("vm1", "inSync", "inSync")));
+    }
+
+    [Fact]
     public void Verify_lines_name_each_differing_chunk_with_its_byte_range()
     {
         var legs = new[] { Guid.NewGuid(), Guid.NewGuid() };

@@ -19,7 +19,7 @@ internal sealed class TestExportCatalog : IExportCatalog, IAsyncDisposable
         _exports.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => new ExportDescription(e.Key, e.Value.Description)).ToArray();
 
     public ValueTask<IBlockDevice?> OpenAsync(string name, CancellationToken cancellation = default) =>
-        ValueTask.FromResult(_exports.TryGetValue(name, out var export) ? export.Device : null);
+        ValueTask.FromResult<IBlockDevice?>(_exports.TryGetValue(name, out var export) ? new Handle(export.Device) : null);
 
     public async ValueTask DisposeAsync()
     {
@@ -27,5 +27,39 @@ internal sealed class TestExportCatalog : IExportCatalog, IAsyncDisposable
         {
             await export.Device.DisposeAsync();
         }
+    }
+
+    /// <summary>What a connection gets: the shared device, which disposing the handle leaves open (the catalog owns it).</summary>
+    private sealed class Handle(IBlockDevice device) : IBlockDevice
+    {
+        public string Name => device.Name;
+
+        public long Size => device.Size;
+
+        public int MinimumBlockSize => device.MinimumBlockSize;
+
+        public int PreferredBlockSize => device.PreferredBlockSize;
+
+        public int MaximumRequestSize => device.MaximumRequestSize;
+
+        public bool IsReadOnly => device.IsReadOnly;
+
+        public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellation = default) => device.ReadAsync(offset, destination, cancellation);
+
+        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, bool forceUnitAccess, CancellationToken cancellation = default) =>
+            device.WriteAsync(offset, source, forceUnitAccess, cancellation);
+
+        public ValueTask FlushAsync(CancellationToken cancellation = default) => device.FlushAsync(cancellation);
+
+        public ValueTask TrimAsync(long offset, long length, bool forceUnitAccess, CancellationToken cancellation = default) =>
+            device.TrimAsync(offset, length, forceUnitAccess, cancellation);
+
+        public ValueTask WriteZeroesAsync(long offset, long length, bool mayPunchHole, bool forceUnitAccess, CancellationToken cancellation = default) =>
+            device.WriteZeroesAsync(offset, length, mayPunchHole, forceUnitAccess, cancellation);
+
+        public ValueTask<IReadOnlyList<BlockExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellation = default) =>
+            device.GetAllocationAsync(offset, length, cancellation);
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 }
