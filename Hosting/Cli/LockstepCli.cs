@@ -25,7 +25,10 @@ public static class LockstepCli
             return 2;
         }
 
-        return await parse.InvokeAsync();
+        // SIGTERM/SIGINT belong to the generic host's console lifetime, which stops the node gracefully (cluster
+        // leave, shard hand-off) however long that takes. System.CommandLine's own handler would return from
+        // Main after 2 s while the host is still stopping, and the process then died in disposal.
+        return await parse.InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
     }
 
     /// <summary>Subsystems add their command groups here (cluster, volume, lock, …).</summary>
