@@ -56,6 +56,7 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
         var runs = new ConcurrentDictionary<long, int>();
         var lastSeq = new ConcurrentDictionary<string, long>();
         var orderViolations = 0;
+        var unflaggedReruns = 0;
 
         for (var i = 0; i < 3; i++)
         {
@@ -65,7 +66,10 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
             messaging.Handlers.Register("counter", (ctx, payload) =>
             {
                 var value = ((Numbered)payload).Value;
-                runs.AddOrUpdate(value, 1, (_, c) => c + 1);
+                if (runs.AddOrUpdate(value, 1, (_, c) => c + 1) > 1 && !ctx.PossiblyRepeated)
+                {
+                    Interlocked.Increment(ref unflaggedReruns);
+                }
 
                 // Holders run a channel's handlers one at a time, in seq order: anything else is a violation.
                 var previous = lastSeq.GetOrAdd(ctx.ChannelId, 0);
@@ -104,8 +108,19 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
         var leave = Task.Run(async () =>
         {
             await leaving.Task;
-            // The third node leaves gracefully: its holders hand over and restart on the other two.
-            await CoordinatedShutdown.Get(_nodes[2]).Run(CoordinatedShutdown.ClusterLeavingReason.Instance);
+            // The third node leaves gracefully: its holders hand over and restart on the other two. Blackouts pause
+            // meanwhile: the shard coordinator writes every hand-off to a ddata majority, and a blackout between the
+            // two remaining nodes made that time out, so the leaving region stopped its holders without hand-over
+            // (a crash, for in-memory holders: flagged re-runs, which this test would count as double runs).
+            _blackoutsPaused = true;
+            try
+            {
+                await CoordinatedShutdown.Get(_nodes[2]).Run(CoordinatedShutdown.ClusterLeavingReason.Instance);
+            }
+            finally
+            {
+                _blackoutsPaused = false;
+            }
         });
 
         async Task SendMany(ActorSystem node, long first, int count)
@@ -173,6 +188,8 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
         output.WriteLine($"members downed: {_downings}; members marked unreachable: {_events.Count(e => e.Contains("UnreachableMember", StringComparison.Ordinal))} times");
         output.WriteLine($"faults injected: {chaos.Dropped} dropped, {chaos.Duplicated} duplicated, {chaos.Delayed} delayed, {_blackouts} link blackouts of 400 ms, 1 node left");
 
+        output.WriteLine($"re-runs the layer did not flag as possibly repeated: {unflaggedReruns}");
+        Assert.Equal(0, unflaggedReruns);
         Assert.Equal(requests, ranOnce);
         Assert.Equal(requests, completed - wrongStatus);
         Assert.Equal(0, orderViolations);
@@ -182,6 +199,8 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
     }
 
     private int _blackouts;
+
+    private volatile bool _blackoutsPaused;
 
     private readonly ConcurrentQueue<string> _events = new();
 
@@ -229,7 +248,7 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
             }
 
             var live = _nodes.Where(s => !s.WhenTerminated.IsCompleted && Cluster.Get(s).SelfMember.Status == MemberStatus.Up).ToArray();
-            if (live.Length < 2)
+            if (live.Length < 2 || _blackoutsPaused)
             {
                 continue;
             }
@@ -295,6 +314,12 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
           sharding.state-store-mode = ddata
           log-info-verbose = off
         }
+        # The leaving node's holders must hand over for exactly-once to hold across the leave. On this loaded
+        # machine the default 10 s region-shutdown phase sometimes ran out while the coordinator's ddata write
+        # (5 s timeout) was retried; the region then stopped its holders without hand-over (a crash, for
+        # in-memory holders: flagged re-runs). Give the hand-off room; the layer is what is measured here.
+        akka.coordinated-shutdown.phases.cluster-sharding-shutdown-region.timeout = 40s
+        akka.cluster.sharding.updating-state-timeout = 10s
         akka.coordinated-shutdown.exit-clr = off
         akka.coordinated-shutdown.run-by-actor-system-terminate = on
         """).WithFallback(SerializationConfig.Hocon);
