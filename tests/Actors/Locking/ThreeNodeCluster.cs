@@ -38,6 +38,19 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
         akka.coordinated-shutdown.run-by-actor-system-terminate = off
         """;
 
+    private readonly string _extraHocon;
+
+    public ThreeNodeCluster()
+        : this(string.Empty)
+    {
+    }
+
+    /// <param name="extraHocon">Settings that take precedence over the defaults below (recovery tests).</param>
+    public ThreeNodeCluster(string extraHocon)
+    {
+        _extraHocon = extraHocon;
+    }
+
     public ActorSystem[] Systems { get; } = new ActorSystem[3];
 
     public LockManager[] Managers { get; } = new LockManager[3];
@@ -48,7 +61,7 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
     {
         for (var i = 0; i < 3; i++)
         {
-            Systems[i] = ActorSystem.Create("locktest", Config);
+            Systems[i] = ActorSystem.Create("locktest", ConfigurationFactory.ParseString(_extraHocon).WithFallback(Config));
         }
 
         var seed = Cluster.Get(Systems[0]).SelfAddress;
