@@ -2,6 +2,7 @@ using Akka.Actor;
 using Akka.Cluster;
 using Akka.Cluster.Sharding;
 using Akka.Cluster.Tools.Singleton;
+using Akka.Configuration;
 using Akka.DistributedData;
 using Lockstep.Contracts.Locking;
 
@@ -72,7 +73,7 @@ public sealed class LockManager : ILockManager
         var region = ClusterSharding.Get(system).Start(
             RegionName,
             entityId => LockResourceActor.Props(entityId, options.NodeId, options, gate),
-            ClusterShardingSettings.Create(system),
+            RegionSettings(system),
             new LockMessageExtractor(options.ShardCount),
             new RequesterShardAllocationStrategy(),
             StopLockResource.Instance);
@@ -85,6 +86,21 @@ public sealed class LockManager : ILockManager
         system.ActorOf(Props.Create(() => new LockTortureActor(manager)), TortureName);
         manager.Recovery = system.ActorOf(LockRecoveryActor.Props(manager, gate, options), LockRecoveryActor.Name);
         return manager;
+    }
+
+    /// <summary>
+    /// Recovery waits for resources whose shard lived on a dead node to come back elsewhere, and a
+    /// region asks the coordinator for a shard's new home only every <c>retry-interval</c> (2 s by
+    /// default). The coordinator stores the dead region's removal in ddata to all nodes
+    /// (<c>write-majority-plus = 3</c>); a write issued before the replicator dropped the dead node
+    /// fails after <c>updating-state-timeout</c> (5 s) and is retried — that alone used to hold
+    /// recovery 5 s. All three are shortened for the lock region only.
+    /// </summary>
+    private static ClusterShardingSettings RegionSettings(ActorSystem system)
+    {
+        var sharding = ConfigurationFactory.ParseString("retry-interval = 200ms\ncoordinator-failure-backoff = 1s\nupdating-state-timeout = 1s")
+            .WithFallback(system.Settings.Config.GetConfig("akka.cluster.sharding"));
+        return ClusterShardingSettings.Create(sharding, system.Settings.Config.GetConfig(sharding.GetString("coordinator-singleton")));
     }
 
     public async Task<ILockspace> OpenLockspaceAsync(string name, int lvbLength = 0, CancellationToken cancellationToken = default)

@@ -10,22 +10,25 @@ namespace Lockstep.Actors.Tests.Locking;
 
 /// <summary>
 /// DLM recovery across three in-process members, each test on a fresh cluster because it kills
-/// members. The resolver waits 20 s (the default) so a test decides when a dead member is downed;
-/// the removal margin is short so shards move soon after.
+/// members. No split-brain resolver: a test decides when a dead member is downed; the removal margin
+/// is short so shards move soon after. The failure detector tolerates 2 s pauses: on a loaded
+/// machine the production 600 ms marked members unreachable during start-up, which confused the
+/// singletons' hand-over.
 /// </summary>
 public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
 {
     private const string Hocon = """
-        akka.cluster.split-brain-resolver.stable-after = 20s
+        akka.cluster.downing-provider-class = ""
         akka.cluster.down-removal-margin = 200ms
+        akka.cluster.failure-detector.acceptable-heartbeat-pause = 2s
         """;
 
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
 
     [Fact]
-    public async Task Killed_ex_holder_is_purged_waiter_granted_lvb_not_valid_and_moved_resource_keeps_survivor_locks()
+    public async Task Killed_ex_holder_is_purged_waiter_granted_lvb_not_valid_moved_resource_keeps_survivor_locks_and_a_lone_survivor_fences_itself()
     {
-        var cluster = new ThreeNodeCluster(Hocon);
+        var cluster = new ThreeNodeCluster { ExtraHocon = Hocon };
         await cluster.InitializeAsync();
         try
         {
@@ -115,32 +118,15 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
             }
 
             _ = doomed;
-        }
-        finally
-        {
-            await cluster.DisposeAsync();
-        }
-    }
 
-    [Fact]
-    public async Task A_minority_fences_itself_cancels_lost_tokens_and_refuses_new_requests()
-    {
-        var cluster = new ThreeNodeCluster(Hocon);
-        await cluster.InitializeAsync();
-        try
-        {
-            var a = await cluster.Managers[0].OpenLockspaceAsync("fence");
-            var events = Collect(a);
-            var held = await a.LockAsync("r", LockMode.EX);
+            // Self-fencing: with n2 dead too, n1 sees one of two members; after the fence timeout every
+            // handle's LostToken is cancelled and new requests fail.
+            var held = await a.LockAsync("last", LockMode.EX);
             var lost = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             held.LostToken.Register(() => lost.TrySetResult());
-
+            Assert.False(held.LostToken.IsCancellationRequested);
+            clock.Restart();
             await cluster.Systems[1].Terminate();
-            await Next(events, RecoveryStage.Prep, "recover_prep on n1 after n2 died");
-            Assert.False(held.LostToken.IsCancellationRequested, "one of three unreachable still leaves a majority");
-
-            var clock = Stopwatch.StartNew();
-            await cluster.Systems[2].Terminate();
             await Next(events, RecoveryStage.Fenced, "n1 fencing itself without a majority");
             await lost.Task.WaitAsync(Patience);
             output.WriteLine($"second kill -> fenced {clock.Elapsed.TotalMilliseconds:F0} ms (fence timeout 500 ms after unreachable)");
@@ -150,7 +136,7 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
             Assert.True(status.Fenced);
             Assert.Equal(RecoveryPhase.Prep, status.Phase);
 
-            // The fenced lock can still be released (it stays recorded until then).
+            // A fenced lock can still be released (it stays recorded at the resource until then).
             await held.UnlockAsync();
         }
         finally

@@ -38,18 +38,8 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
         akka.coordinated-shutdown.run-by-actor-system-terminate = off
         """;
 
-    private readonly string _extraHocon;
-
-    public ThreeNodeCluster()
-        : this(string.Empty)
-    {
-    }
-
-    /// <param name="extraHocon">Settings that take precedence over the defaults below (recovery tests).</param>
-    public ThreeNodeCluster(string extraHocon)
-    {
-        _extraHocon = extraHocon;
-    }
+    /// <summary>Settings that take precedence over the defaults below (recovery tests).</summary>
+    public string ExtraHocon { get; init; } = string.Empty;
 
     public ActorSystem[] Systems { get; } = new ActorSystem[3];
 
@@ -61,7 +51,7 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
     {
         for (var i = 0; i < 3; i++)
         {
-            Systems[i] = ActorSystem.Create("locktest", ConfigurationFactory.ParseString(_extraHocon).WithFallback(Config));
+            Systems[i] = ActorSystem.Create("locktest", ConfigurationFactory.ParseString(ExtraHocon).WithFallback(Config));
         }
 
         var seed = Cluster.Get(Systems[0]).SelfAddress;
