@@ -128,6 +128,99 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
         Assert.Equal([opened3.Slot], doneMessage.Slots);
     }
 
+    /// <summary>
+    /// The counter torture over gRPC with a SIGKILL mid-run: three clients per node do EX+VALBLK →
+    /// read the counter from the LVB → write it + 1 → unlock. Node 3 is killed after its clients did 20 increments.
+    /// Every survivor's request must return; the final count is the survivors' increments plus the
+    /// dead node's completed ones (plus at most one per dead client whose unlock landed but whose
+    /// answer died with it). The counter lives on node 1: a resource rebuilt from re-assertions only
+    /// has the LVB copies of its holders, and waiters hold none.
+    /// </summary>
+    [Fact]
+    public async Task Counter_torture_survives_a_sigkill_mid_run()
+    {
+        const int perNode = 3;
+        const int iterations = 120;
+        var completed = new long[3];
+        var notValid = 0;
+        using var channels = new ChannelSet(_http.Select(p => GrpcChannel.ForAddress($"http://127.0.0.1:{p + 1000}")).ToArray());
+
+        // Node 1 asks first so it masters the counter, and keeps an NL lock so it never passivates.
+        using var keeper = new LockService.LockServiceClient(channels[0]).Session();
+        var keeperIn = new Inbox(keeper.ResponseStream);
+        await keeper.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "torture" } });
+        await keeperIn.NextAsync();
+        await keeper.RequestStream.WriteAsync(new ClientMessage { RequestId = 2, Lock = new Lock { Resource = "counter", Mode = Mode.Nl } });
+        Assert.Equal(Status.Granted, (await keeperIn.NextAsync()).Completion.Status);
+
+        var killAt = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        async Task Client(int node)
+        {
+            using var session = new LockService.LockServiceClient(channels[node]).Session();
+            var inbox = new Inbox(session.ResponseStream);
+            await session.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "torture" } });
+            await inbox.NextAsync();
+            ulong id = 2;
+            for (var i = 0; i < iterations; i++)
+            {
+                await session.RequestStream.WriteAsync(new ClientMessage { RequestId = ++id, Lock = new Lock { Resource = "counter", Mode = Mode.Ex, Flags = 4 } });
+                var grant = await inbox.CompletionAsync(id);
+                Assert.Equal(Status.Granted, grant.Status);
+                if ((grant.ResultFlags & 1) != 0)
+                {
+                    Interlocked.Increment(ref notValid);
+                }
+
+                var value = BitConverter.ToInt64(grant.Lvb.Span[..8]) + 1;
+                var lvb = new byte[8];
+                BitConverter.TryWriteBytes(lvb, value);
+                await session.RequestStream.WriteAsync(new ClientMessage { RequestId = ++id, Unlock = new Unlock { LockId = grant.LockId, Flags = 4, Lvb = Google.Protobuf.ByteString.CopyFrom(lvb) } });
+                Assert.Equal(Status.Unlocked, (await inbox.CompletionAsync(id)).Status);
+                // Kill node 3 mid-run, once its clients have done some increments of their own.
+                if (Interlocked.Increment(ref completed[node]) >= 20 && node == 2)
+                {
+                    killAt.TrySetResult();
+                }
+            }
+        }
+
+        var survivors = Enumerable.Range(0, 2 * perNode).Select(i => Task.Run(() => Client(i % 2))).ToArray();
+        var doomed = Enumerable.Range(0, perNode).Select(_ => Task.Run(() => Client(2))).ToArray();
+        await killAt.Task.WaitAsync(Patience);
+        Assert.Equal(0, Signal.Kill(_nodes[2]!.Id, 9));
+
+        await Task.WhenAll(survivors).WaitAsync(TimeSpan.FromSeconds(120));
+        foreach (var d in doomed)
+        {
+            await Assert.ThrowsAnyAsync<Exception>(() => d);
+        }
+
+        // Read after its clients failed: an answer already on its way before the kill still counted.
+        var deadCompleted = Interlocked.Read(ref completed[2]);
+
+        await keeper.RequestStream.WriteAsync(new ClientMessage { RequestId = 3, Lock = new Lock { Resource = "counter", Mode = Mode.Ex, Flags = 4 } });
+        var final = await keeperIn.CompletionAsync(3);
+        var found = BitConverter.ToInt64(final.Lvb.Span[..8]);
+        var expected = completed[0] + completed[1] + deadCompleted;
+        output.WriteLine($"survivor increments {completed[0] + completed[1]}, dead node's before the kill {deadCompleted}, expected {expected}..{expected + perNode}, found {found}, VALNOTVALID grants {notValid}");
+        Assert.Equal(2 * perNode * iterations, completed[0] + completed[1]);
+        Assert.InRange(found, expected, expected + perNode);
+        Assert.InRange(notValid, 0, 1);
+    }
+
+    private sealed class ChannelSet(GrpcChannel[] channels) : IDisposable
+    {
+        public GrpcChannel this[int i] => channels[i];
+
+        public void Dispose()
+        {
+            foreach (var c in channels)
+            {
+                c.Dispose();
+            }
+        }
+    }
+
     private static int HttpPortWithFreeGrpcPort()
     {
         for (var attempt = 0; attempt < 50; attempt++)
@@ -167,6 +260,24 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
             }
 
             return reader.Current;
+        }
+
+        /// <summary>The completion answering <paramref name="requestId"/>, skipping basts and recovery messages.</summary>
+        public async Task<Completion> CompletionAsync(ulong requestId)
+        {
+            while (true)
+            {
+                var message = await NextAsync();
+                if (message.BodyCase == ServerMessage.BodyOneofCase.Completion && message.Completion.RequestId == requestId)
+                {
+                    return message.Completion;
+                }
+
+                if (message.BodyCase == ServerMessage.BodyOneofCase.Error)
+                {
+                    throw new InvalidOperationException($"request {message.Error.RequestId}: {message.Error.Message}");
+                }
+            }
         }
     }
 }
