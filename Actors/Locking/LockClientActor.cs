@@ -37,6 +37,10 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
 
     // The re-assertion round in progress: locks whose resource has not confirmed yet.
     private readonly Dictionary<long, ReassertLock> _reasserting = [];
+
+    // Requests still waiting for a first grant, sent again: each with a dump of its resource behind
+    // it, whose answer proves (same sender, same path, same order) that the request arrived.
+    private readonly Dictionary<long, LockRequest> _resending = [];
     private IActorRef _reassertReplyTo = ActorRefs.Nobody;
     private long _reassertGeneration;
     private DateTime _reassertDeadline;
@@ -61,6 +65,18 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
         Receive<ListLocalLockResources>(m => ListLocal(m.Lockspace).PipeTo(Sender));
         Receive<ReassertHeldLocks>(StartReassert);
         Receive<LockReasserted>(Reasserted);
+        Receive<LockResourceDump>(d =>
+        {
+            foreach (var id in _resending.Where(r => r.Value.EntityId == d.EntityId).Select(r => r.Key).ToList())
+            {
+                _resending.Remove(id);
+            }
+
+            if (_reasserting.Count == 0 && _resending.Count == 0)
+            {
+                FinishReassert();
+            }
+        });
         Receive<ReassertTick>(_ => ResendReasserts());
         Receive<FenceHandles>(_ =>
         {
@@ -84,6 +100,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     private void StartReassert(ReassertHeldLocks m)
     {
         _reasserting.Clear();
+        _resending.Clear();
         _reassertReplyTo = Sender;
         _reassertGeneration = m.Generation;
         _reassertDeadline = DateTime.UtcNow + _options.AskTimeout;
@@ -97,7 +114,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             }
             else if (handle.PendingOperation is LockRequest request)
             {
-                _region.Tell(request, Self);
+                _resending[handle.LockId] = request;
             }
         }
 
@@ -107,7 +124,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
 
     private void ResendReasserts()
     {
-        if (_reasserting.Count == 0)
+        if (_reasserting.Count == 0 && _resending.Count == 0)
         {
             FinishReassert();
             return;
@@ -116,8 +133,9 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
         if (DateTime.UtcNow > _reassertDeadline)
         {
             _log.Warning("Recovery {0}: {1} re-asserted locks unconfirmed after {2}", _reassertGeneration, _reasserting.Count, _options.AskTimeout);
-            _reassertFailed += _reasserting.Count;
+            _reassertFailed += _reasserting.Count + _resending.Count;
             _reasserting.Clear();
+            _resending.Clear();
             FinishReassert();
             return;
         }
@@ -126,6 +144,13 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
         foreach (var reassert in _reasserting.Values)
         {
             _region.Tell(reassert, Self);
+        }
+
+        // The resource ignores a request it already has from the same owner.
+        foreach (var request in _resending.Values)
+        {
+            _region.Tell(request, Self);
+            _region.Tell(new DumpLockResource(request.EntityId), Self);
         }
 
         Timers.StartSingleTimer(ReassertTimer, ReassertTick.Instance, ReassertRetry);
@@ -156,7 +181,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             }
         }
 
-        if (_reasserting.Count == 0)
+        if (_reasserting.Count == 0 && _resending.Count == 0)
         {
             FinishReassert();
         }

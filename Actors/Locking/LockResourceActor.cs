@@ -30,12 +30,17 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
     private LockResourceState? _state;
     private int _held;
 
+    // Started while the node recovers: this may be a resource whose node just died, rebuilt from
+    // whatever reaches it first. Its old LVB is gone, so it must not pass zeros off as valid.
+    private readonly bool _bornDuringRecovery;
+
     public LockResourceActor(string entityId, string nodeId, LockingOptions options, RecoveryGate gate)
     {
         _entityId = entityId;
         _nodeId = nodeId;
         _options = options;
         _gate = gate;
+        _bornDuringRecovery = !gate.IsGranting;
         Active();
     }
 
@@ -262,6 +267,10 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             }
 
             _state = new LockResourceState(resource, length);
+            if (_bornDuringRecovery)
+            {
+                _state.InvalidateLvb();
+            }
         }
 
         return _state;

@@ -18,7 +18,6 @@ namespace Lockstep.Actors.Tests.Locking;
 public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
 {
     private const string Hocon = """
-        akka.cluster.downing-provider-class = ""
         akka.cluster.down-removal-margin = 200ms
         akka.cluster.failure-detector.acceptable-heartbeat-pause = 2s
         """;
@@ -50,6 +49,11 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
             _ = await victim.LockAsync("moved", LockMode.NL);
             Assert.Equal("n3", (await cluster.Managers[0].DumpResourceAsync("rec", "moved")).MasterNode);
             var survivorEx = await a.LockAsync("moved", LockMode.EX, LockFlags.ValBlk);
+
+            // "lost" lives on n3 too, the victim holds EX and n2 only waits: no survivor holds a lock
+            // there, so n2's request is sent again and the rebuilt resource grants it without an LVB.
+            _ = await victim.LockAsync("lost", LockMode.EX, LockFlags.ValBlk);
+            var lostWaiter = b.LockAsync("lost", LockMode.EX, LockFlags.ValBlk);
             Assert.False(waiter.IsCompleted, "EX must wait while the victim holds EX");
 
             var victimAddress = Cluster.Get(cluster.Systems[2]).SelfAddress;
@@ -93,6 +97,12 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
             {
                 Assert.False(reader.ValueNotValid, "the next write makes the LVB valid again");
                 Assert.Equal("two"u8.ToArray(), reader.Lvb[..3].ToArray());
+            }
+
+            await using (var regranted = await lostWaiter.WaitAsync(Patience))
+            {
+                Assert.True(regranted.ValueNotValid, "a resource rebuilt without holders has lost its LVB");
+                Assert.NotEqual("n3", (await cluster.Managers[0].DumpResourceAsync("rec", "lost")).MasterNode);
             }
 
             await using (var fresh = await queued.WaitAsync(Patience))
