@@ -58,6 +58,19 @@ public interface ILockspace : IAsyncDisposable
     Guid Session { get; }
 
     /// <summary>
+    /// The recovery callbacks (fs/dlm's recover_prep, recover_slot, recover_done) and self-fencing, in
+    /// the order they happen, on a thread-pool thread; a handler must not block.
+    /// <code>
+    /// space.Recovery += e =>
+    /// {
+    ///     if (e.Stage == RecoveryStage.Slot) { foreach (var slot in e.Slots) bitmaps.Recover(slot); }
+    ///     if (e.Stage == RecoveryStage.Done) log.Info($"recovered slots {string.Join(",", e.Slots)} in generation {e.Generation}");
+    /// };
+    /// </code>
+    /// </summary>
+    event Action<LockspaceRecoveryEvent>? Recovery;
+
+    /// <summary>
     /// Requests a new lock and waits until it is granted.
     /// </summary>
     /// <param name="resource">Resource name, 1..64 UTF-8 bytes.</param>

@@ -8,22 +8,50 @@ namespace Lockstep.Actors.Locking;
 /// <summary>A handle's command on its way to the resource; local only.</summary>
 internal sealed record ClientSend(LockHandle Handle, ILockResourceCommand Command, TaskCompletionSource<LockCompleted> Reply) : INoSerializationVerificationNeeded;
 
+/// <summary>Recovery: re-assert every lock this node holds, then answer <see cref="HeldLocksReasserted"/>; local only.</summary>
+internal sealed record ReassertHeldLocks(long Generation) : INoSerializationVerificationNeeded;
+
+/// <summary>Every held lock was confirmed by its resource (or the retries ran out).</summary>
+internal sealed record HeldLocksReasserted(long Generation, int Locks, int Failed) : INoSerializationVerificationNeeded;
+
+/// <summary>Self-fencing: cancel every handle's LostToken; local only.</summary>
+internal sealed class FenceHandles : INoSerializationVerificationNeeded
+{
+    public static readonly FenceHandles Instance = new();
+}
+
 /// <summary>
 /// The node's lock client (fs/dlm's per-node lock table): it owns the node's lock handles, sends
 /// their commands to the resource entities, and turns completion and blocking ASTs into completed
 /// tasks and bast callbacks. All handle state changes happen here, on the actor's thread.
 /// </summary>
-internal sealed class LockClientActor : ReceiveActor
+internal sealed class LockClientActor : ReceiveActor, IWithTimers
 {
+    private const string ReassertTimer = "reassert";
+
     private readonly IActorRef _region;
     private readonly LockingOptions _options;
+    private readonly RecoveryGate _gate;
     private readonly Dictionary<long, LockHandle> _handles = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
 
-    public LockClientActor(IActorRef region, LockingOptions options)
+    // The re-assertion round in progress: locks whose resource has not confirmed yet.
+    private readonly Dictionary<long, ReassertLock> _reasserting = [];
+
+    // Requests still waiting for a first grant, sent again: each with a dump of its resource behind
+    // it, whose answer proves (same sender, same path, same order) that the request arrived.
+    private readonly Dictionary<long, LockRequest> _resending = [];
+    private IActorRef _reassertReplyTo = ActorRefs.Nobody;
+    private long _reassertGeneration;
+    private DateTime _reassertDeadline;
+    private int _reassertCount;
+    private int _reassertFailed;
+
+    public LockClientActor(IActorRef region, LockingOptions options, RecoveryGate gate)
     {
         _region = region;
         _options = options;
+        _gate = gate;
 
         Receive<ClientSend>(Send);
         Receive<LockCompleted>(Completed);
@@ -35,9 +63,139 @@ internal sealed class LockClientActor : ReceiveActor
             }
         });
         Receive<ListLocalLockResources>(m => ListLocal(m.Lockspace).PipeTo(Sender));
+        Receive<ReassertHeldLocks>(StartReassert);
+        Receive<LockReasserted>(Reasserted);
+        Receive<LockResourceDump>(d =>
+        {
+            foreach (var id in _resending.Where(r => r.Value.EntityId == d.EntityId).Select(r => r.Key).ToList())
+            {
+                _resending.Remove(id);
+            }
+
+            if (_reasserting.Count == 0 && _resending.Count == 0)
+            {
+                FinishReassert();
+            }
+        });
+        Receive<ReassertTick>(_ => ResendReasserts());
+        Receive<FenceHandles>(_ =>
+        {
+            foreach (var handle in _handles.Values)
+            {
+                handle.Fence();
+            }
+        });
     }
 
-    public static Props Props(IActorRef region, LockingOptions options) => Akka.Actor.Props.Create(() => new LockClientActor(region, options));
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props Props(IActorRef region, LockingOptions options, RecoveryGate gate) => Akka.Actor.Props.Create(() => new LockClientActor(region, options, gate));
+
+    /// <summary>
+    /// recover_slot on this node: every lock we hold is re-asserted (a resource that survived confirms
+    /// it, one rebuilt after its node died takes it back with our LVB copy), and every request still
+    /// waiting for its first grant is sent again (a surviving resource ignores the copy). A second
+    /// round (another failure) replaces the first.
+    /// </summary>
+    private void StartReassert(ReassertHeldLocks m)
+    {
+        _reasserting.Clear();
+        _resending.Clear();
+        _reassertReplyTo = Sender;
+        _reassertGeneration = m.Generation;
+        _reassertDeadline = DateTime.UtcNow + _options.AskTimeout;
+        _reassertFailed = 0;
+        foreach (var handle in _handles.Values.Where(h => !h.Released))
+        {
+            if (handle.HasGrant)
+            {
+                var flags = handle.Persistent ? LockFlags.Persistent : LockFlags.None;
+                _reasserting[handle.LockId] = new ReassertLock(handle.EntityId, handle.LockId, handle.Owner, handle.Mode, flags, handle.LvbLength, handle.LvbCopy.ToArray(), handle.LvbSeq);
+            }
+            else if (handle.PendingOperation is LockRequest request)
+            {
+                _resending[handle.LockId] = request;
+            }
+        }
+
+        _reassertCount = _reasserting.Count;
+        ResendReasserts();
+    }
+
+    private void ResendReasserts()
+    {
+        if (_reasserting.Count == 0 && _resending.Count == 0)
+        {
+            FinishReassert();
+            return;
+        }
+
+        if (DateTime.UtcNow > _reassertDeadline)
+        {
+            _log.Warning("Recovery {0}: {1} re-asserted locks unconfirmed after {2}", _reassertGeneration, _reasserting.Count, _options.AskTimeout);
+            _reassertFailed += _reasserting.Count + _resending.Count;
+            _reasserting.Clear();
+            _resending.Clear();
+            FinishReassert();
+            return;
+        }
+
+        // A re-assertion sent while the region still routes to the dead node is lost; sending it again is harmless.
+        foreach (var reassert in _reasserting.Values)
+        {
+            _region.Tell(reassert, Self);
+        }
+
+        // The resource ignores a request it already has from the same owner.
+        foreach (var request in _resending.Values)
+        {
+            _region.Tell(request, Self);
+            _region.Tell(new DumpLockResource(request.EntityId), Self);
+        }
+
+        Timers.StartSingleTimer(ReassertTimer, ReassertTick.Instance, ReassertRetry);
+    }
+
+    private static TimeSpan ReassertRetry => TimeSpan.FromMilliseconds(500);
+
+    private void Reasserted(LockReasserted m)
+    {
+        if (!_reasserting.Remove(m.LockId))
+        {
+            return;
+        }
+
+        if (_handles.TryGetValue(m.LockId, out var handle))
+        {
+            if (m.Status != LockStatus.Granted)
+            {
+                // Someone else holds a conflicting lock on the rebuilt resource: ours is gone.
+                _log.Error("Recovery {0}: re-asserting lock {1} on {2} failed with {3}", _reassertGeneration, m.LockId, m.EntityId, m.Status);
+                _reassertFailed++;
+                handle.Fence();
+            }
+            else if (m.Fresh && handle.PendingOperation is ConvertLock convert)
+            {
+                // The conversion waited on the dead node's copy of the resource.
+                _region.Tell(convert, Self);
+            }
+        }
+
+        if (_reasserting.Count == 0 && _resending.Count == 0)
+        {
+            FinishReassert();
+        }
+    }
+
+    private void FinishReassert()
+    {
+        Timers.Cancel(ReassertTimer);
+        if (!_reassertReplyTo.IsNobody())
+        {
+            _reassertReplyTo.Tell(new HeldLocksReasserted(_reassertGeneration, _reassertCount, _reassertFailed));
+            _reassertReplyTo = ActorRefs.Nobody;
+        }
+    }
 
     private void Send(ClientSend send)
     {
@@ -48,7 +206,20 @@ internal sealed class LockClientActor : ReceiveActor
             UnlockLock => LockHandle.Slot.Unlock,
             _ => LockHandle.Slot.Cancel,
         };
-        if (!handle.TryArm(slot, send.Reply))
+        if (_gate.IsFenced && send.Command is LockRequest or ConvertLock)
+        {
+            // Self-fenced: whatever we were granted now might be granted to another node soon.
+            send.Reply.TrySetResult(Refusal(send.Command, handle, LockStatus.Fenced));
+            return;
+        }
+
+        if (!_gate.IsGranting && send.Command is LockRequest { Flags: var f } && f.HasFlag(LockFlags.NoQueue))
+        {
+            send.Reply.TrySetResult(Refusal(send.Command, handle, LockStatus.Recovering));
+            return;
+        }
+
+        if (!handle.TryArm(slot, send.Reply, send.Command))
         {
             // One operation of a kind at a time; the resource would say Busy too.
             send.Reply.TrySetResult(Refusal(send.Command, handle, LockStatus.Busy));
@@ -90,6 +261,11 @@ internal sealed class LockClientActor : ReceiveActor
         {
             _handles.Remove(done.LockId);
         }
+    }
+
+    private sealed class ReassertTick : INoSerializationVerificationNeeded
+    {
+        public static readonly ReassertTick Instance = new();
     }
 
     private async Task<LocalLockResources> ListLocal(string lockspace)

@@ -70,6 +70,23 @@ internal sealed class LockHandle : ILockHandle
 
     public bool Released => _released;
 
+    /// <summary>A grant has been received, so the resource holds this lock in <see cref="Mode"/> (recovery re-asserts it).</summary>
+    public bool HasGrant { get; private set; }
+
+    /// <summary>The request or conversion in flight, if any (recovery re-sends it if the resource was rebuilt).</summary>
+    public ILockResourceCommand? PendingOperation { get; private set; }
+
+    /// <summary>Owner recorded on the resource.</summary>
+    public LockOwner Owner => _space.Owner;
+
+    public int LvbLength => _space.LvbLength;
+
+    /// <summary>The LVB copy this holder re-asserts after a recovery.</summary>
+    internal byte[] LvbCopy => _lvb;
+
+    /// <summary>Self-fencing: the lock may no longer be acted on. It stays recorded at the resource until unlocked or purged.</summary>
+    internal void Fence() => _lost.Cancel();
+
     /// <summary>Requested with PERSISTENT: survives the session as an orphan.</summary>
     public bool Persistent { get; init; }
 
@@ -121,7 +138,7 @@ internal sealed class LockHandle : ILockHandle
 
     // ---- called on the lock client's thread ----
 
-    internal bool TryArm(Slot slot, TaskCompletionSource<LockCompleted> reply)
+    internal bool TryArm(Slot slot, TaskCompletionSource<LockCompleted> reply, ILockResourceCommand command)
     {
         if (_pending[(int)slot] is not null)
         {
@@ -129,6 +146,11 @@ internal sealed class LockHandle : ILockHandle
         }
 
         _pending[(int)slot] = reply;
+        if (slot == Slot.Operation)
+        {
+            PendingOperation = command;
+        }
+
         return true;
     }
 
@@ -136,6 +158,11 @@ internal sealed class LockHandle : ILockHandle
     {
         var tcs = _pending[(int)slot];
         _pending[(int)slot] = null;
+        if (slot == Slot.Operation)
+        {
+            PendingOperation = null;
+        }
+
         tcs?.TrySetResult(done);
     }
 
@@ -146,6 +173,7 @@ internal sealed class LockHandle : ILockHandle
             case LockOperation.Request or LockOperation.Convert:
                 if (done.Status == LockStatus.Granted || done.Operation == LockOperation.Convert)
                 {
+                    HasGrant |= done.Status == LockStatus.Granted;
                     Mode = done.GrantedMode;
                     Flags = done.Flags;
                     if (done.Lvb is not null)
@@ -202,6 +230,7 @@ internal sealed class Lockspace : ILockspace
     private readonly LockManager _manager;
     private readonly HashSet<LockHandle> _handles = [];
     private readonly object _gate = new();
+    private Task _callbacks = Task.CompletedTask;
 
     public Lockspace(LockManager manager, string name, int slot, int lvbLength)
     {
@@ -222,6 +251,31 @@ internal sealed class Lockspace : ILockspace
     public Guid Session { get; }
 
     public LockOwner Owner { get; }
+
+    public event Action<LockspaceRecoveryEvent>? Recovery;
+
+    /// <summary>Runs the recovery handlers off the coordinator's thread, one event after the other.</summary>
+    internal void Raise(LockspaceRecoveryEvent e)
+    {
+        lock (_gate)
+        {
+            _callbacks = _callbacks.ContinueWith(
+                _ =>
+                {
+                    try
+                    {
+                        Recovery?.Invoke(e);
+                    }
+                    catch (Exception)
+                    {
+                        // An application's handler failing must not stop the callbacks of later steps.
+                    }
+                },
+                CancellationToken.None,
+                TaskContinuationOptions.None,
+                TaskScheduler.Default);
+        }
+    }
 
     public async Task<ILockHandle> LockAsync(string resource, LockMode mode, LockFlags flags = LockFlags.None, ReadOnlyMemory<byte>? lvb = null, TimeSpan? timeout = null, Action<LockMode>? bast = null, CancellationToken cancellationToken = default)
     {
@@ -284,6 +338,7 @@ internal sealed class Lockspace : ILockspace
     /// <summary>Ends the session: every lock it still holds or waits for is force-unlocked.</summary>
     public async ValueTask DisposeAsync()
     {
+        _manager.Closed(this);
         LockHandle[] handles;
         lock (_gate)
         {

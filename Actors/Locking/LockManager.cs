@@ -2,6 +2,7 @@ using Akka.Actor;
 using Akka.Cluster;
 using Akka.Cluster.Sharding;
 using Akka.Cluster.Tools.Singleton;
+using Akka.Configuration;
 using Akka.DistributedData;
 using Akka.Pattern;
 using Lockstep.Contracts.Locking;
@@ -28,15 +29,17 @@ public sealed class LockManager : ILockManager
     private readonly ActorSystem _system;
     private readonly LockingOptions _options;
     private readonly IActorRef _registry;
+    private readonly Dictionary<Lockspace, byte> _open = [];
     private long _nextLockId;
 
-    private LockManager(ActorSystem system, LockingOptions options, IActorRef region, IActorRef registry, IActorRef client)
+    private LockManager(ActorSystem system, LockingOptions options, IActorRef region, IActorRef registry, IActorRef client, RecoveryGate gate)
     {
         _system = system;
         _options = options;
         Region = region;
         _registry = registry;
         Client = client;
+        Gate = gate;
 
         // Random high bits keep ids of different nodes and incarnations apart on a shared resource
         // (the resource also refuses a duplicate id); the low 32 bits count.
@@ -50,6 +53,11 @@ public sealed class LockManager : ILockManager
 
     internal IActorRef Client { get; }
 
+    /// <summary>Whether this node's resources grant now, and whether the node fenced itself.</summary>
+    public RecoveryGate Gate { get; }
+
+    internal IActorRef Recovery { get; private set; } = ActorRefs.Nobody;
+
     /// <summary>Starts the DLM in <paramref name="system"/> (which must be a cluster member) and returns its manager.</summary>
     public static LockManager Start(ActorSystem system, LockingOptions options)
     {
@@ -62,10 +70,11 @@ public sealed class LockManager : ILockManager
 
         // Every node must run the replicator, or the registry's majority writes cannot succeed.
         _ = DistributedData.Get(system);
+        var gate = new RecoveryGate(system.EventStream);
         var region = ClusterSharding.Get(system).Start(
             RegionName,
-            entityId => LockResourceActor.Props(entityId, options.NodeId, options),
-            ClusterShardingSettings.Create(system),
+            entityId => LockResourceActor.Props(entityId, options.NodeId, options, gate),
+            RegionSettings(system),
             new LockMessageExtractor(options.ShardCount),
             new RequesterShardAllocationStrategy(),
             StopLockResource.Instance);
@@ -78,10 +87,26 @@ public sealed class LockManager : ILockManager
                 ClusterSingletonManagerSettings.Create(system)),
             RegistryName);
         var registry = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RegistryName}", ClusterSingletonProxySettings.Create(system)), RegistryName + "-proxy");
-        var client = system.ActorOf(LockClientActor.Props(region, options), ClientName);
-        var manager = new LockManager(system, options, region, registry, client);
+        var client = system.ActorOf(LockClientActor.Props(region, options, gate), ClientName);
+        var manager = new LockManager(system, options, region, registry, client, gate);
         system.ActorOf(Props.Create(() => new LockTortureActor(manager)), TortureName);
+        manager.Recovery = system.ActorOf(LockRecoveryActor.Props(manager, gate, options), LockRecoveryActor.Name);
         return manager;
+    }
+
+    /// <summary>
+    /// Recovery waits for resources whose shard lived on a dead node to come back elsewhere, and a
+    /// region asks the coordinator for a shard's new home only every <c>retry-interval</c> (2 s by
+    /// default). The coordinator stores the dead region's removal in ddata to all nodes
+    /// (<c>write-majority-plus = 3</c>); a write issued before the replicator dropped the dead node
+    /// fails after <c>updating-state-timeout</c> (5 s) and is retried — that alone used to hold
+    /// recovery 5 s. All three are shortened for the lock region only.
+    /// </summary>
+    private static ClusterShardingSettings RegionSettings(ActorSystem system)
+    {
+        var sharding = ConfigurationFactory.ParseString("retry-interval = 200ms\ncoordinator-failure-backoff = 1s\nupdating-state-timeout = 1s")
+            .WithFallback(system.Settings.Config.GetConfig("akka.cluster.sharding"));
+        return ClusterShardingSettings.Create(sharding, system.Settings.Config.GetConfig(sharding.GetString("coordinator-singleton")));
     }
 
     public async Task<ILockspace> OpenLockspaceAsync(string name, int lvbLength = 0, CancellationToken cancellationToken = default)
@@ -94,7 +119,7 @@ public sealed class LockManager : ILockManager
         var reply = await _registry.Ask<ILockProtocol>(new JoinLockspace(name, lvbLength, NodeId), _options.AskTimeout, cancellationToken);
         return reply switch
         {
-            LockspaceJoined joined => new Lockspace(this, joined.Lockspace, joined.Slot, joined.LvbLength),
+            LockspaceJoined joined => Opened(new Lockspace(this, joined.Lockspace, joined.Slot, joined.LvbLength)),
             LockspaceRejected rejected => throw new ArgumentException(rejected.Reason, nameof(name)),
             _ => throw new InvalidOperationException($"Unexpected registry reply {reply.GetType().Name}"),
         };
@@ -140,5 +165,47 @@ public sealed class LockManager : ILockManager
     public Task<LockTortureResult> RunTortureAsync(int clients, int iterations, TimeSpan timeout) =>
         LockTorture.RunClusterAsync(_system, this, clients, iterations, timeout);
 
+    /// <summary>Where this node's recovery stands (phase, generation, fenced, survivors not yet acknowledged).</summary>
+    public Task<RecoveryStatus> RecoveryStatusAsync(CancellationToken cancellationToken = default) =>
+        Recovery.Ask<RecoveryStatus>(GetRecoveryStatus.Instance, _options.AskTimeout, cancellationToken);
+
     internal long NextLockId() => Interlocked.Increment(ref _nextLockId);
+
+    private Lockspace Opened(Lockspace space)
+    {
+        lock (_open)
+        {
+            _open[space] = 0;
+        }
+
+        return space;
+    }
+
+    internal void Closed(Lockspace space)
+    {
+        lock (_open)
+        {
+            _open.Remove(space);
+        }
+    }
+
+    /// <summary>
+    /// Tells every open lockspace session of a recovery step. <paramref name="deadNodeIds"/> become
+    /// slots through the replicated lockspace table (the registry singleton may have died with them).
+    /// </summary>
+    internal void RaiseRecovery(RecoveryStage stage, long generation, IReadOnlyList<string> deadNodeIds, LockspaceTable? table)
+    {
+        Lockspace[] spaces;
+        lock (_open)
+        {
+            spaces = [.. _open.Keys];
+        }
+
+        foreach (var space in spaces)
+        {
+            var info = table?.Lockspaces.FirstOrDefault(l => l.Name == space.Name);
+            var slots = info?.Slots.Where(s => deadNodeIds.Contains(s.NodeId)).Select(s => s.Slot).Order().ToList() ?? [];
+            space.Raise(new LockspaceRecoveryEvent(stage, slots, space.Slot, generation));
+        }
+    }
 }

@@ -16,30 +16,90 @@ internal sealed class StopLockResource : INoSerializationVerificationNeeded
 /// which lock client to send each lock's ASTs to, runs timeout timers, and passivates after
 /// <see cref="LockingOptions.PassivateAfter"/> without any lock.
 /// </summary>
-internal sealed class LockResourceActor : ReceiveActor, IWithTimers
+internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboundedStash
 {
     private const string PassivateTimer = "passivate";
 
     private readonly string _entityId;
     private readonly string _nodeId;
     private readonly LockingOptions _options;
+    private readonly RecoveryGate _gate;
     private readonly Dictionary<long, IActorRef> _clients = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly List<(object Message, IActorRef Sender)> _heldDuringPassivation = [];
     private LockResourceState? _state;
+    private int _held;
 
-    public LockResourceActor(string entityId, string nodeId, LockingOptions options)
+    // Started while the node recovers: this may be a resource whose node just died, rebuilt from
+    // whatever reaches it first. Its old LVB is gone, so it must not pass zeros off as valid.
+    private readonly bool _bornDuringRecovery;
+
+    public LockResourceActor(string entityId, string nodeId, LockingOptions options, RecoveryGate gate)
     {
         _entityId = entityId;
         _nodeId = nodeId;
         _options = options;
+        _gate = gate;
+        _bornDuringRecovery = !gate.IsGranting;
         Active();
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(string entityId, string nodeId, LockingOptions options) =>
-        Akka.Actor.Props.Create(() => new LockResourceActor(entityId, nodeId, options));
+    public IStash Stash { get; set; } = null!;
+
+    public static Props Props(string entityId, string nodeId, LockingOptions options, RecoveryGate gate) =>
+        Akka.Actor.Props.Create(() => new LockResourceActor(entityId, nodeId, options, gate));
+
+    protected override void PreStart() => Context.System.EventStream.Subscribe(Self, typeof(RecoveryGateOpened));
+
+    protected override void PostStop() => Context.System.EventStream.Unsubscribe(Self);
+
+    /// <summary>
+    /// While the node recovers, new requests and conversions wait here (NOQUEUE ones fail with
+    /// Recovering) and the state grants nothing; returns true when the message was dealt with so.
+    /// </summary>
+    private bool HeldForRecovery(long lockId, LockFlags flags, LockOperation op)
+    {
+        if (_state is not null)
+        {
+            _state.GrantsSuspended |= !_gate.IsGranting;
+        }
+
+        if (_gate.IsGranting)
+        {
+            return false;
+        }
+
+        if (flags.HasFlag(LockFlags.NoQueue))
+        {
+            var mode = _state?.Find(lockId)?.Granted ?? LockMode.NL;
+            Sender.Tell(new LockCompleted(_entityId, lockId, op, LockStatus.Recovering, mode, null, _state?.LvbSeq ?? 0, LockResultFlags.None));
+            AfterCommand();
+            return true;
+        }
+
+        Stash.Stash();
+        _held++;
+        return true;
+    }
+
+    private void GateOpened()
+    {
+        if (!_gate.IsGranting)
+        {
+            // Closed again by a second failure before we got here.
+            return;
+        }
+
+        if (_state is { GrantsSuspended: true } state)
+        {
+            Run(state.ResumeGrants());
+        }
+
+        _held = 0;
+        Stash.UnstashAll();
+    }
 
     private static long Now => DateTime.UtcNow.Ticks;
 
@@ -47,6 +107,11 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers
     {
         Receive<LockRequest>(m =>
         {
+            if (HeldForRecovery(m.LockId, m.Flags, LockOperation.Request))
+            {
+                return;
+            }
+
             var state = State(m.LvbLength);
             if (state is null || m.LvbLength != state.LvbLength)
             {
@@ -55,30 +120,46 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers
                 return;
             }
 
+            // A lock client re-sends a pending request after a recovery (its first copy may have died
+            // with the resource's old node); the copy that is still queued here answers it.
+            var known = state.Find(m.LockId);
+            if (known is not null && known.Owner == m.Owner)
+            {
+                AfterCommand();
+                return;
+            }
+
             // Register the reply target first: a grant is among the effects of this very command.
-            var known = state.Find(m.LockId) is not null;
-            if (!known)
+            if (known is null)
             {
                 _clients[m.LockId] = Sender;
             }
 
             Run(state.Request(m.LockId, m.Owner, m.Mode, m.Flags, Timeout(m.TimeoutMs), Now));
         });
-        Receive<ConvertLock>(m => Run(State(0)?.Convert(m.LockId, m.Mode, m.Flags, m.Lvb, Timeout(m.TimeoutMs), Now), m.LockId, LockOperation.Convert));
-        Receive<UnlockLock>(m => Run(State(0)?.Unlock(m.LockId, m.Flags, m.Lvb), m.LockId, LockOperation.Unlock));
-        Receive<CancelLock>(m => Run(State(0)?.Cancel(m.LockId), m.LockId, LockOperation.Cancel));
-        Receive<PurgeLockOwner>(m => Run(State(0)?.PurgeOwner(m.NodeId, m.Session == Guid.Empty ? null : m.Session), 0, LockOperation.Unlock));
-        Receive<ReassertLock>(m =>
+        Receive<ConvertLock>(m =>
         {
-            var state = State(m.LvbLength);
-            if (state is not null && state.Find(m.LockId) is null)
+            if (!HeldForRecovery(m.LockId, m.Flags, LockOperation.Convert))
             {
-                _clients[m.LockId] = Sender;
+                Run(State(0)?.Convert(m.LockId, m.Mode, m.Flags, m.Lvb, Timeout(m.TimeoutMs), Now), m.LockId, LockOperation.Convert);
+            }
+        });
+        Receive<UnlockLock>(m => Run(Suspended(State(0))?.Unlock(m.LockId, m.Flags, m.Lvb), m.LockId, LockOperation.Unlock));
+        Receive<CancelLock>(m => Run(Suspended(State(0))?.Cancel(m.LockId), m.LockId, LockOperation.Cancel));
+        Receive<PurgeLockOwner>(m =>
+        {
+            if (_state is null)
+            {
+                // Nothing recorded here yet (e.g. only requests held back by recovery): nothing to purge.
+                AfterCommand();
+                return;
             }
 
-            Run(state?.Reassert(m.LockId, m.Owner, m.Mode, m.Flags, m.Lvb, m.LvbSeq), m.LockId, LockOperation.Request);
+            Run(Suspended(_state).PurgeOwner(m.NodeId, m.Session == Guid.Empty ? null : m.Session), 0, LockOperation.Unlock);
         });
-        Receive<ExpireLock>(m => Run(_state?.Expire(m.LockId, Now), m.LockId, LockOperation.Request));
+        Receive<ReassertLock>(Reassert);
+        Receive<ExpireLock>(m => Run(Suspended(_state)?.Expire(m.LockId, Now), m.LockId, LockOperation.Request));
+        Receive<RecoveryGateOpened>(_ => GateOpened());
         Receive<DumpLockResource>(_ =>
         {
             Sender.Tell(Dump());
@@ -86,7 +167,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers
         });
         Receive<PassivateTick>(_ =>
         {
-            if (_state is null || _state.IsEmpty)
+            if ((_state is null || _state.IsEmpty) && _held == 0)
             {
                 Context.Parent.Tell(new Passivate(StopLockResource.Instance));
                 Become(Passivating);
@@ -114,7 +195,64 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers
         });
         Receive<PassivateTick>(_ => { });
         Receive<ExpireLock>(_ => { });
+        Receive<RecoveryGateOpened>(_ => { });
         ReceiveAny(m => _heldDuringPassivation.Add((m, Sender)));
+    }
+
+    /// <summary>Marks the state suspended while the node recovers, so the command grants nothing that waits.</summary>
+    [return: System.Diagnostics.CodeAnalysis.NotNullIfNotNull(nameof(state))]
+    private LockResourceState? Suspended(LockResourceState? state)
+    {
+        if (state is not null && !_gate.IsGranting)
+        {
+            state.GrantsSuspended = true;
+        }
+
+        return state;
+    }
+
+    /// <summary>
+    /// A survivor re-asserts a lock it holds. Answered with <see cref="LockReasserted"/> (never a
+    /// completion: the lock client must not take it for the answer of a pending operation). A lock
+    /// already here is confirmed as it is; a resource that did not exist before was rebuilt after its
+    /// node died, so its LVB is not valid until the next write.
+    /// </summary>
+    private void Reassert(ReassertLock m)
+    {
+        var rebuilt = _state is null;
+        var state = Suspended(State(m.LvbLength));
+        if (state is null || state.LvbLength != m.LvbLength)
+        {
+            Sender.Tell(new LockReasserted(_entityId, m.LockId, LockStatus.Invalid, false));
+            AfterCommand();
+            return;
+        }
+
+        if (rebuilt)
+        {
+            state.InvalidateLvb();
+        }
+
+        if (state.Find(m.LockId) is { } existing)
+        {
+            Sender.Tell(new LockReasserted(_entityId, m.LockId, existing.Owner == m.Owner ? LockStatus.Granted : LockStatus.Invalid, false));
+            AfterCommand();
+            return;
+        }
+
+        var effects = state.Reassert(m.LockId, m.Owner, m.Mode, m.Flags, m.Lvb, m.LvbSeq);
+        var status = effects.OfType<CompleteEffect>().FirstOrDefault(c => c.LockId == m.LockId)?.Status ?? LockStatus.Invalid;
+        if (status == LockStatus.Granted)
+        {
+            _clients[m.LockId] = Sender;
+        }
+        else
+        {
+            _log.Error("Re-asserted lock {0} of {1} does not fit {2}: {3}", m.LockId, m.Owner.NodeId, _entityId, status);
+        }
+
+        Sender.Tell(new LockReasserted(_entityId, m.LockId, status, status == LockStatus.Granted));
+        Run(effects.Where(e => e is not CompleteEffect c || c.LockId != m.LockId).ToList());
     }
 
     private LockResourceState? State(int lvbLength)
@@ -129,6 +267,10 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers
             }
 
             _state = new LockResourceState(resource, length);
+            if (_bornDuringRecovery)
+            {
+                _state.InvalidateLvb();
+            }
         }
 
         return _state;

@@ -148,6 +148,29 @@ public sealed class LockResourceState
 
     public IReadOnlyList<LockEntry> WaitQueue => _waiting;
 
+    /// <summary>
+    /// Recovery (recover_prep until recover_done): while set, purges, unlocks, cancels and timeouts grant
+    /// nothing that waits. New requests and conversions must not reach the state meanwhile; the actor
+    /// holds them back.
+    /// </summary>
+    public bool GrantsSuspended { get; set; }
+
+    /// <summary>recover_done: grants again, and grants whatever fits now.</summary>
+    public IReadOnlyList<LockEffect> ResumeGrants()
+    {
+        BeginCommand();
+        GrantsSuspended = false;
+        GrantPending();
+        return EndCommand();
+    }
+
+    /// <summary>
+    /// Recovery: the resource was rebuilt from re-asserted locks after its node died; a PW/EX holder
+    /// on the dead node may have changed the data without writing the LVB back, so it is not valid
+    /// until the next write.
+    /// </summary>
+    public void InvalidateLvb() => ValueNotValid = true;
+
     /// <summary>Looks up a lock by id.</summary>
     public LockEntry? Find(long lockId) => _locks.GetValueOrDefault(lockId);
 
@@ -809,6 +832,11 @@ public sealed class LockResourceState
     /// <summary>grant_pending_locks: conversions first, then waiting requests in order, then basts for what still waits.</summary>
     private void GrantPending()
     {
+        if (GrantsSuspended)
+        {
+            return;
+        }
+
         GrantPendingConversions();
         foreach (var lkb in _waiting.ToArray())
         {

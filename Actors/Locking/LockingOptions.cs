@@ -30,6 +30,14 @@ public sealed class LockingOptions
     /// </summary>
     public bool PersistSlots { get; set; } = true;
 
+    /// <summary>
+    /// Self-fencing: a node that has not seen a reachable majority for this long cancels every lock
+    /// handle's LostToken and refuses new requests. Must be shorter than the split-brain resolver's
+    /// <c>stable-after</c> (1 s by default, <c>Lockstep:Cluster:StableAfter</c>), so the minority has
+    /// given up its locks before the majority downs it and recovers its slot.
+    /// </summary>
+    public TimeSpan FenceTimeout { get; set; } = TimeSpan.FromMilliseconds(500);
+
     /// <summary>How long joining a lockspace or listing resources may take before it fails.</summary>
     public TimeSpan AskTimeout { get; set; } = TimeSpan.FromSeconds(10);
 }

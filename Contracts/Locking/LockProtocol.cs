@@ -41,6 +41,27 @@ public sealed record PurgeLockOwner(string EntityId, string NodeId, Guid Session
 /// <summary>Recovery: a holder re-asserts a granted lock (and its LVB copy) on a restarted resource.</summary>
 public sealed record ReassertLock(string EntityId, long LockId, LockOwner Owner, LockMode Mode, LockFlags Flags, int LvbLength, byte[]? Lvb, long LvbSeq) : ILockResourceCommand;
 
+/// <summary>
+/// The answer to <see cref="ReassertLock"/>: <c>Granted</c> when the resource holds the lock now, with
+/// <paramref name="Fresh"/> true when it did not know it before (the resource was rebuilt); <c>Invalid</c>
+/// when the lock does not fit the locks already there.
+/// </summary>
+public sealed record LockReasserted(string EntityId, long LockId, LockStatus Status, bool Fresh) : ILockProtocol;
+
+/// <summary>Recovery: a node's coordinator tells another which node id its unique address belongs to.</summary>
+/// <param name="NodeId">The stable node id lock owners are recorded by.</param>
+/// <param name="Member">The sender's unique address (address#uid).</param>
+public sealed record RecoveryHello(string NodeId, string Member) : ILockProtocol;
+
+/// <summary>
+/// Recovery: the sender purged every removed member in <paramref name="Covered"/> (cumulative) from the
+/// resources it hosts and re-asserted its own locks afterwards.
+/// </summary>
+/// <param name="From">The sender's unique address (address#uid).</param>
+/// <param name="Generation">The sender's recovery generation; a receiver keeps only the newest.</param>
+/// <param name="Covered">Unique addresses of the removed members the sender finished.</param>
+public sealed record RecoveryAck(string From, long Generation, IReadOnlyList<string> Covered) : ILockProtocol;
+
 /// <summary>Asks a resource for its <see cref="LockResourceDump"/>.</summary>
 public sealed record DumpLockResource(string EntityId) : ILockResourceCommand;
 

@@ -109,7 +109,36 @@ public enum LockStatus : byte
 
     /// <summary>The lock no longer exists because its owner was purged.</summary>
     Purged = 11,
+
+    /// <summary>This node has not seen a majority of the cluster for the fence timeout; it takes no new locks.</summary>
+    Fenced = 12,
 }
+
+/// <summary>The recovery callbacks of a lockspace (fs/dlm's <c>recover_prep/slot/done</c>) plus self-fencing.</summary>
+public enum RecoveryStage : byte
+{
+    /// <summary>recover_prep: a member is unreachable or leaving; nothing is granted until recovery ends.</summary>
+    Prep = 0,
+
+    /// <summary>recover_slot: members were removed; their locks are being purged (<c>Slots</c> are theirs).</summary>
+    Slot = 1,
+
+    /// <summary>recover_done: every survivor purged and re-asserted; granting resumes.</summary>
+    Done = 2,
+
+    /// <summary>This node lost sight of a majority: every handle's LostToken is cancelled, new requests fail.</summary>
+    Fenced = 3,
+
+    /// <summary>This node sees a majority again and takes new requests.</summary>
+    Unfenced = 4,
+}
+
+/// <summary>One recovery callback as an application sees it.</summary>
+/// <param name="Stage">Which callback.</param>
+/// <param name="Slots">Slots of the removed members in this lockspace (Slot and Done; empty otherwise).</param>
+/// <param name="OurSlot">This node's slot in the lockspace.</param>
+/// <param name="Generation">The node's recovery generation: bumped by every removal.</param>
+public sealed record LockspaceRecoveryEvent(RecoveryStage Stage, IReadOnlyList<int> Slots, int OurSlot, long Generation);
 
 /// <summary>Status flags returned with a completion (fs/dlm's <c>DLM_SBF_*</c>).</summary>
 [Flags]

@@ -128,6 +128,12 @@ public sealed class LockGrpcService(LockingService locks, ILogger<LockGrpcServic
             try
             {
                 _space = await locks.OpenLockspaceAsync(open.Lockspace, (int)open.LvbLength);
+                _space.Recovery += e =>
+                {
+                    var recovery = new Grpc.Recovery { Stage = (Stage)e.Stage, OurSlot = (uint)e.OurSlot, Generation = (ulong)e.Generation };
+                    recovery.Slots.AddRange(e.Slots.Select(s => (uint)s));
+                    Send(new ServerMessage { Recovery = recovery });
+                };
                 Send(new ServerMessage { Opened = new Opened { RequestId = id, Lockspace = _space.Name, Slot = (uint)_space.Slot, LvbLength = (uint)_space.LvbLength, Session = _space.Session.ToString(), NodeId = locks.NodeId } });
             }
             catch (ArgumentException ex)

@@ -1,0 +1,294 @@
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Cluster.Sharding;
+using Akka.DistributedData;
+using Akka.Event;
+using Lockstep.Contracts.Locking;
+
+namespace Lockstep.Actors.Locking;
+
+/// <summary>
+/// The node's DLM recovery coordinator: feeds cluster membership events and survivors'
+/// acknowledgements into a <see cref="LockspaceRecoveryState"/> and carries out its effects — the
+/// gate the node's resources consult, the slot work (purge the dead nodes' locks from every resource
+/// this node hosts, re-assert this node's locks), acknowledgements to every survivor's coordinator,
+/// and the applications' callbacks. It also fences the node when it has not seen a majority for
+/// <see cref="LockingOptions.FenceTimeout"/>.
+/// </summary>
+internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
+{
+    /// <summary>Name under <c>/user</c>; coordinators address each other by it.</summary>
+    public const string Name = "lock-recovery";
+
+    private const string FenceTimer = "fence";
+    private const string AckTimer = "ack";
+
+    private readonly LockManager _manager;
+    private readonly RecoveryGate _gate;
+    private readonly LockingOptions _options;
+    private readonly Cluster _cluster;
+    private readonly string _self;
+    private readonly LockspaceRecoveryState _state;
+    private readonly Dictionary<string, Address> _addresses = [];
+    private readonly Dictionary<string, string> _nodeIds = [];
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private LockspaceTable? _table;
+    private RecoveryAck? _lastAck;
+    private bool _fenced;
+
+    public LockRecoveryActor(LockManager manager, RecoveryGate gate, LockingOptions options)
+    {
+        _manager = manager;
+        _gate = gate;
+        _options = options;
+        _cluster = Cluster.Get(Context.System);
+        _self = Key(_cluster.SelfUniqueAddress);
+        _state = new LockspaceRecoveryState(_self);
+        _addresses[_self] = _cluster.SelfAddress;
+        _nodeIds[_self] = options.NodeId;
+
+        Receive<ClusterEvent.MemberUp>(m =>
+        {
+            var key = Key(m.Member.UniqueAddress);
+            _addresses[key] = m.Member.Address;
+            Apply(_state.MemberUp(key));
+            if (key != _self)
+            {
+                Coordinator(m.Member.Address).Tell(new RecoveryHello(_options.NodeId, _self));
+            }
+        });
+        Receive<ClusterEvent.MemberLeft>(m => Apply(_state.Leaving(Key(m.Member.UniqueAddress))));
+        Receive<ClusterEvent.MemberExited>(m => Apply(_state.Leaving(Key(m.Member.UniqueAddress))));
+        Receive<ClusterEvent.UnreachableMember>(m => Apply(_state.Unreachable(Key(m.Member.UniqueAddress))));
+        Receive<ClusterEvent.ReachableMember>(m => Apply(_state.Reachable(Key(m.Member.UniqueAddress))));
+        Receive<ClusterEvent.MemberRemoved>(m => Apply(_state.Removed(Key(m.Member.UniqueAddress))));
+        Receive<ClusterEvent.IMemberEvent>(_ => { });
+        Receive<RecoveryHello>(m =>
+        {
+            var known = _nodeIds.ContainsKey(m.Member);
+            _nodeIds[m.Member] = m.NodeId;
+            _addresses[m.Member] = Sender.Path.Address;
+            if (!known)
+            {
+                // It may have greeted us before our coordinator existed; greet back.
+                Sender.Tell(new RecoveryHello(_options.NodeId, _self));
+            }
+        });
+        Receive<RecoveryAck>(m => Apply(_state.Ack(m.From, m.Generation, m.Covered)));
+        Receive<SlotWorkDone>(m =>
+        {
+            _log.Info("Recovery {0}: slot work done ({1} local resources purged, {2} locks re-asserted, {3} failed)", m.Generation, m.Resources, m.Reasserted, m.Failed);
+            Apply(_state.SlotDone(m.Generation));
+        });
+        Receive<ResendAck>(_ =>
+        {
+            // An acknowledgement can be lost to a link that was down; the receiver ignores repeats.
+            if (_state.Phase != RecoveryPhase.Normal)
+            {
+                if (_lastAck is not null)
+                {
+                    Broadcast(_lastAck, _state.Members);
+                }
+
+                Timers.StartSingleTimer(AckTimer, ResendAck.Instance, AckResendInterval);
+            }
+        });
+        Receive<FenceTick>(_ => Fence());
+        Receive<Changed>(c =>
+        {
+            if (c.Key.Equals(LockspaceRegistryActor.Key))
+            {
+                _table = c.Get(LockspaceRegistryActor.Key).Value;
+            }
+        });
+        Receive<GetRecoveryStatus>(_ => Sender.Tell(new RecoveryStatus(_state.Phase, _state.Generation, _fenced, _state.Waiting())));
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    private static TimeSpan AckResendInterval => TimeSpan.FromSeconds(1);
+
+    public static Props Props(LockManager manager, RecoveryGate gate, LockingOptions options) =>
+        Akka.Actor.Props.Create(() => new LockRecoveryActor(manager, gate, options));
+
+    /// <summary>A member's key: address and uid, so a node restarted on the same port is another member.</summary>
+    public static string Key(UniqueAddress address) => $"{address.Address}#{address.Uid}";
+
+    protected override void PreStart()
+    {
+        _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
+        DistributedData.Get(Context.System).Replicator.Tell(Dsl.Subscribe(LockspaceRegistryActor.Key, Self));
+    }
+
+    protected override void PostStop() => _cluster.Unsubscribe(Self);
+
+    private ActorSelection Coordinator(Address address) => Context.ActorSelection(new RootActorPath(address) / "user" / Name);
+
+    private void Apply(IReadOnlyList<RecoveryEffect> effects)
+    {
+        foreach (var effect in effects)
+        {
+            switch (effect)
+            {
+                case EnterPrepEffect prep:
+                    _gate.Close();
+                    _log.Info("Recovery: recover_prep (generation {0}), granting stops", prep.Generation);
+                    _manager.RaiseRecovery(RecoveryStage.Prep, prep.Generation, [], _table);
+                    Timers.StartSingleTimer(AckTimer, ResendAck.Instance, AckResendInterval);
+                    break;
+                case RunSlotEffect slot:
+                    var dead = NodeIds(slot.Dead);
+                    _log.Info("Recovery {0}: recover_slot for [{1}]", slot.Generation, string.Join(", ", dead));
+                    _manager.RaiseRecovery(RecoveryStage.Slot, slot.Generation, dead, _table);
+                    RunSlotAsync(slot.Generation, dead).PipeTo(Self);
+                    break;
+                case SendAckEffect ack:
+                    _lastAck = new RecoveryAck(_self, ack.Generation, ack.Covered);
+                    Broadcast(_lastAck, ack.To);
+                    break;
+                case RecoveryDoneEffect done:
+                    _gate.Open();
+                    var slots = NodeIds(done.Dead);
+                    _log.Info("Recovery {0}: recover_done for [{1}], granting resumes", done.Generation, string.Join(", ", slots));
+                    _manager.RaiseRecovery(RecoveryStage.Done, done.Generation, slots, _table);
+                    break;
+            }
+        }
+
+        CheckMajority();
+    }
+
+    private void Broadcast(RecoveryAck ack, IEnumerable<string> members)
+    {
+        foreach (var member in members.Where(m => m != _self))
+        {
+            if (_addresses.TryGetValue(member, out var address))
+            {
+                Coordinator(address).Tell(ack);
+            }
+        }
+    }
+
+    private List<string> NodeIds(IEnumerable<string> members)
+    {
+        var ids = new List<string>();
+        foreach (var member in members)
+        {
+            if (_nodeIds.TryGetValue(member, out var id))
+            {
+                ids.Add(id);
+            }
+            else
+            {
+                // It died before its coordinator greeted us: we cannot tell which locks were its.
+                _log.Warning("Recovery: no node id known for removed member {0}; its locks are not purged", member);
+            }
+        }
+
+        return ids;
+    }
+
+    /// <summary>
+    /// recover_slot on this node. Purges go to every resource entity hosted here (a dump sent after
+    /// them confirms they were applied: same path, same order); the lock client re-asserts our locks.
+    /// Runs off the actor thread and touches only what it was given.
+    /// </summary>
+    private async Task<SlotWorkDone> RunSlotAsync(long generation, List<string> deadNodeIds)
+    {
+        var region = _manager.Region;
+        var client = _manager.Client;
+        var timeout = _options.AskTimeout;
+        var resources = 0;
+        try
+        {
+            var regionState = await region.Ask<CurrentShardRegionState>(GetShardRegionState.Instance, timeout);
+            var ids = regionState.Shards.SelectMany(s => s.EntityIds).ToList();
+            resources = ids.Count;
+            foreach (var id in ids)
+            {
+                foreach (var node in deadNodeIds)
+                {
+                    region.Tell(new PurgeLockOwner(id, node, Guid.Empty));
+                }
+            }
+
+            await Task.WhenAll(ids.Select(id => region.Ask<LockResourceDump>(new DumpLockResource(id), timeout)));
+        }
+        catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+        {
+            // Resources that did not answer still got their purge; we do not hold recovery for them.
+        }
+
+        try
+        {
+            var reasserted = await client.Ask<HeldLocksReasserted>(new ReassertHeldLocks(generation), timeout + timeout);
+            return new SlotWorkDone(generation, resources, reasserted.Locks, reasserted.Failed);
+        }
+        catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+        {
+            // The lock client gives up on its own before this; report rather than wedge recovery.
+            return new SlotWorkDone(generation, resources, 0, -1);
+        }
+    }
+
+    private void CheckMajority()
+    {
+        if (!_state.HasMajority)
+        {
+            if (!_fenced && !Timers.IsTimerActive(FenceTimer))
+            {
+                Timers.StartSingleTimer(FenceTimer, FenceTick.Instance, _options.FenceTimeout);
+            }
+
+            return;
+        }
+
+        Timers.Cancel(FenceTimer);
+        if (_fenced)
+        {
+            _fenced = false;
+            _gate.Fence(false);
+            _log.Warning("Recovery: a majority is reachable again; taking new lock requests");
+            _manager.RaiseRecovery(RecoveryStage.Unfenced, _state.Generation, [], _table);
+        }
+    }
+
+    private void Fence()
+    {
+        if (_state.HasMajority || _fenced)
+        {
+            return;
+        }
+
+        _fenced = true;
+        _gate.Fence(true);
+        _manager.Client.Tell(FenceHandles.Instance);
+        _log.Warning("Recovery: no majority for {0}; fenced (every lock handle is lost, new requests are refused)", _options.FenceTimeout);
+        _manager.RaiseRecovery(RecoveryStage.Fenced, _state.Generation, [], _table);
+    }
+
+    private sealed record SlotWorkDone(long Generation, int Resources, int Reasserted, int Failed) : INoSerializationVerificationNeeded;
+
+    private sealed class ResendAck : INoSerializationVerificationNeeded
+    {
+        public static readonly ResendAck Instance = new();
+    }
+
+    private sealed class FenceTick : INoSerializationVerificationNeeded
+    {
+        public static readonly FenceTick Instance = new();
+    }
+}
+
+/// <summary>Asks the node's recovery coordinator for its <see cref="RecoveryStatus"/>; local only.</summary>
+internal sealed class GetRecoveryStatus : INoSerializationVerificationNeeded
+{
+    public static readonly GetRecoveryStatus Instance = new();
+}
+
+/// <summary>Where the node's recovery stands.</summary>
+/// <param name="Phase">Normal, Prep or Recovering.</param>
+/// <param name="Generation">Bumped by every removal.</param>
+/// <param name="Fenced">The node fenced itself.</param>
+/// <param name="Waiting">Survivors whose acknowledgement is missing.</param>
+public sealed record RecoveryStatus(RecoveryPhase Phase, long Generation, bool Fenced, IReadOnlyList<string> Waiting);

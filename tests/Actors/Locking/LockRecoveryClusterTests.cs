@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using Akka.Cluster;
+using Lockstep.Actors.Locking;
+using Lockstep.Contracts.Locking;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Lockstep.Actors.Tests.Locking;
+
+/// <summary>
+/// DLM recovery across three in-process members, each test on a fresh cluster because it kills
+/// members. No split-brain resolver: a test decides when a dead member is downed; the removal margin
+/// is short so shards move soon after. The failure detector tolerates 2 s pauses: on a loaded
+/// machine the production 600 ms marked members unreachable during start-up, which confused the
+/// singletons' hand-over.
+/// </summary>
+public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
+{
+    private const string Hocon = """
+        akka.cluster.down-removal-margin = 200ms
+        akka.cluster.failure-detector.acceptable-heartbeat-pause = 2s
+        """;
+
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task Killed_ex_holder_is_purged_waiter_granted_lvb_not_valid_moved_resource_keeps_survivor_locks_and_a_lone_survivor_fences_itself()
+    {
+        var cluster = new ThreeNodeCluster { ExtraHocon = Hocon };
+        await cluster.InitializeAsync();
+        try
+        {
+            var a = await cluster.Managers[0].OpenLockspaceAsync("rec");
+            var b = await cluster.Managers[1].OpenLockspaceAsync("rec");
+            var victim = await cluster.Managers[2].OpenLockspaceAsync("rec");
+            var events = Collect(a);
+            var eventsB = Collect(b);
+
+            // "held" lives on n1; the victim writes the LVB, then holds EX; n2 waits for EX.
+            await using var keep = await a.LockAsync("held", LockMode.NL);
+            var first = await victim.LockAsync("held", LockMode.EX, LockFlags.ValBlk);
+            await first.UnlockAsync(LockFlags.ValBlk, "one"u8.ToArray());
+            var doomed = await victim.LockAsync("held", LockMode.EX, LockFlags.ValBlk);
+            var waiter = b.LockAsync("held", LockMode.EX, LockFlags.ValBlk);
+
+            // "moved" lives on n3 (it asked first); n1 holds EX there.
+            // (The victim's handles are never disposed: their node is gone.)
+            _ = await victim.LockAsync("moved", LockMode.NL);
+            Assert.Equal("n3", (await cluster.Managers[0].DumpResourceAsync("rec", "moved")).MasterNode);
+            var survivorEx = await a.LockAsync("moved", LockMode.EX, LockFlags.ValBlk);
+
+            // "lost" lives on n3 too, the victim holds EX and n2 only waits: no survivor holds a lock
+            // there, so n2's request is sent again and the rebuilt resource grants it without an LVB.
+            _ = await victim.LockAsync("lost", LockMode.EX, LockFlags.ValBlk);
+            var lostWaiter = b.LockAsync("lost", LockMode.EX, LockFlags.ValBlk);
+            Assert.False(waiter.IsCompleted, "EX must wait while the victim holds EX");
+
+            var victimAddress = Cluster.Get(cluster.Systems[2]).SelfAddress;
+            var clock = Stopwatch.StartNew();
+            await cluster.Systems[2].Terminate();
+
+            var prep = await Next(events, RecoveryStage.Prep, "recover_prep on n1 after n3 died");
+            var prepAt = clock.Elapsed;
+            Assert.Equal(a.Slot, prep.OurSlot);
+
+            // While recovering: NOQUEUE fails with Recovering, other requests wait.
+            var noQueue = await Assert.ThrowsAsync<LockRequestException>(() => a.LockAsync("fresh", LockMode.EX, LockFlags.NoQueue));
+            Assert.Equal(LockStatus.Recovering, noQueue.Status);
+            var queued = a.LockAsync("fresh", LockMode.EX);
+            Assert.False(waiter.IsCompleted, "nothing is granted before the dead member is removed");
+
+            Cluster.Get(cluster.Systems[0]).Down(victimAddress);
+            var downAt = clock.Elapsed;
+            var slot = await Next(events, RecoveryStage.Slot, "recover_slot on n1");
+            var slotAt = clock.Elapsed;
+            Assert.Equal([victim.Slot], slot.Slots);
+            var done = await Next(events, RecoveryStage.Done, "recover_done on n1");
+            var doneAt = clock.Elapsed;
+            Assert.Equal([victim.Slot], done.Slots);
+            Assert.Equal(a.Slot, done.OurSlot);
+            Assert.Equal(1, done.Generation);
+            var doneB = await Next(eventsB, RecoveryStage.Done, "recover_done on n2");
+            Assert.Equal([victim.Slot], doneB.Slots);
+            Assert.Equal(b.Slot, doneB.OurSlot);
+
+            // The dead EX holder is purged: the waiter gets the lock and is told the LVB is not valid.
+            await using (var granted = await waiter.WaitAsync(Patience))
+            {
+                var grantedAt = clock.Elapsed;
+                output.WriteLine($"kill -> recover_prep {prepAt.TotalMilliseconds:F0} ms, -> Down {downAt.TotalMilliseconds:F0} ms, -> recover_slot {slotAt.TotalMilliseconds:F0} ms, -> recover_done {doneAt.TotalMilliseconds:F0} ms, -> waiter granted {grantedAt.TotalMilliseconds:F0} ms (Down sent by the test)");
+                Assert.True(granted.ValueNotValid, "a purged EX holder leaves the LVB not valid");
+                await granted.UnlockAsync(LockFlags.ValBlk, "two"u8.ToArray());
+            }
+
+            await using (var reader = await a.LockAsync("held", LockMode.PR, LockFlags.ValBlk))
+            {
+                Assert.False(reader.ValueNotValid, "the next write makes the LVB valid again");
+                Assert.Equal("two"u8.ToArray(), reader.Lvb[..3].ToArray());
+            }
+
+            await using (var regranted = await lostWaiter.WaitAsync(Patience))
+            {
+                Assert.True(regranted.ValueNotValid, "a resource rebuilt without holders has lost its LVB");
+                Assert.NotEqual("n3", (await cluster.Managers[0].DumpResourceAsync("rec", "lost")).MasterNode);
+            }
+
+            await using (var fresh = await queued.WaitAsync(Patience))
+            {
+                Assert.Equal(LockMode.EX, fresh.Mode);
+            }
+
+            // The resource whose shard lived on n3 was rebuilt from n1's re-assertion: no double grant.
+            var moved = await cluster.Managers[1].DumpResourceAsync("rec", "moved");
+            Assert.NotEqual("n3", moved.MasterNode);
+            var kept = Assert.Single(moved.Granted);
+            Assert.Equal((survivorEx.LockId, "n1", LockMode.EX), (kept.LockId, kept.NodeId, kept.GrantedMode));
+            var second = await Assert.ThrowsAsync<LockRequestException>(() => b.LockAsync("moved", LockMode.EX, LockFlags.NoQueue));
+            Assert.Equal(LockStatus.WouldBlock, second.Status);
+            Assert.False(survivorEx.LostToken.IsCancellationRequested);
+
+            // The re-asserted lock still works: releasing it lets n2 in.
+            var next = b.LockAsync("moved", LockMode.EX, LockFlags.ValBlk);
+            await survivorEx.UnlockAsync();
+            await using (var movedEx = await next.WaitAsync(Patience))
+            {
+                Assert.True(movedEx.ValueNotValid, "a rebuilt resource cannot vouch for its LVB");
+            }
+
+            _ = doomed;
+
+            // Self-fencing: with n2 dead too, n1 sees one of two members; after the fence timeout every
+            // handle's LostToken is cancelled and new requests fail.
+            var held = await a.LockAsync("last", LockMode.EX);
+            var lost = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            held.LostToken.Register(() => lost.TrySetResult());
+            Assert.False(held.LostToken.IsCancellationRequested);
+            clock.Restart();
+            await cluster.Systems[1].Terminate();
+            await Next(events, RecoveryStage.Fenced, "n1 fencing itself without a majority");
+            await lost.Task.WaitAsync(Patience);
+            output.WriteLine($"second kill -> fenced {clock.Elapsed.TotalMilliseconds:F0} ms (fence timeout 500 ms after unreachable)");
+            var refused = await Assert.ThrowsAsync<LockRequestException>(() => a.LockAsync("other", LockMode.NL));
+            Assert.Equal(LockStatus.Fenced, refused.Status);
+            var status = await cluster.Managers[0].RecoveryStatusAsync();
+            Assert.True(status.Fenced);
+            Assert.Equal(RecoveryPhase.Prep, status.Phase);
+
+            // A fenced lock can still be released (it stays recorded at the resource until then).
+            await held.UnlockAsync();
+        }
+        finally
+        {
+            await cluster.DisposeAsync();
+        }
+    }
+
+    private static Channel<LockspaceRecoveryEvent> Collect(ILockspace space)
+    {
+        var channel = Channel.CreateUnbounded<LockspaceRecoveryEvent>();
+        space.Recovery += e => channel.Writer.TryWrite(e);
+        return channel;
+    }
+
+    private static async Task<LockspaceRecoveryEvent> Next(Channel<LockspaceRecoveryEvent> events, RecoveryStage stage, string what)
+    {
+        using var cts = new CancellationTokenSource(Patience);
+        try
+        {
+            while (true)
+            {
+                var e = await events.Reader.ReadAsync(cts.Token);
+                if (e.Stage == stage)
+                {
+                    return e;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"Waited {Patience} for {what}");
+        }
+    }
+}
