@@ -62,8 +62,8 @@ public sealed class LockNodeTests : IAsyncLifetime
         var client = new LockService.LockServiceClient(channel);
         using var s1 = client.Session();
         using var s2 = client.Session();
-        var in1 = new Inbox(s1.ResponseStream);
-        var in2 = new Inbox(s2.ResponseStream);
+        var in1 = Inbox(s1.ResponseStream);
+        var in2 = Inbox(s2.ResponseStream);
 
         await s1.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "grpcls" } });
         var opened = (await in1.NextAsync()).Opened;
@@ -117,7 +117,7 @@ public sealed class LockNodeTests : IAsyncLifetime
         using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
         using var s = new LockService.LockServiceClient(channel).Session();
         await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "listed", LvbLength = 32 } });
-        Assert.Equal(32u, (await new Inbox(s.ResponseStream).NextAsync()).Opened.LvbLength);
+        Assert.Equal(32u, (await Inbox(s.ResponseStream).NextAsync()).Opened.LvbLength);
 
         var spaces = await _http.GetFromJsonAsync<List<LockspaceView>>("/v1/lockspaces");
         var listed = Assert.Single(spaces!, l => l.Name == "listed");
@@ -199,18 +199,5 @@ public sealed class LockNodeTests : IAsyncLifetime
         }
     }
 
-    /// <summary>Reads server messages one at a time, failing with a message if none comes in time.</summary>
-    private sealed class Inbox(IAsyncStreamReader<ServerMessage> reader)
-    {
-        public async Task<ServerMessage> NextAsync()
-        {
-            using var timeout = new CancellationTokenSource(Patience);
-            if (!await reader.MoveNext(timeout.Token))
-            {
-                throw new InvalidOperationException("the server closed the stream");
-            }
-
-            return reader.Current;
-        }
-    }
+    private static GrpcInbox Inbox(IAsyncStreamReader<ServerMessage> reader) => new(reader, Patience);
 }

@@ -30,7 +30,7 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
         var remoting = FreePorts.Take(3);
         for (var i = 0; i < 3; i++)
         {
-            _http[i] = HttpPortWithFreeGrpcPort();
+            _http[i] = LockNodeTests.HttpPortWithFreeGrpcPort();
             var data = Directory.CreateTempSubdirectory("lockstep-recovery-").FullName;
             _data.Add(data);
             _nodes[i] = ChildProcess.Start(Repo.Lockstep,
@@ -79,8 +79,8 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
         using var channel3 = GrpcChannel.ForAddress($"http://127.0.0.1:{_http[2] + 1000}");
         using var s1 = new LockService.LockServiceClient(channel1).Session();
         using var s3 = new LockService.LockServiceClient(channel3).Session();
-        var in1 = new Inbox(s1.ResponseStream);
-        var in3 = new Inbox(s3.ResponseStream);
+        var in1 = Inbox(s1.ResponseStream);
+        var in3 = Inbox(s3.ResponseStream);
 
         await s1.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "recovery" } });
         Assert.Equal(ServerMessage.BodyOneofCase.Opened, (await in1.NextAsync()).BodyCase);
@@ -147,7 +147,7 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
 
         // Node 1 asks first so it masters the counter, and keeps an NL lock so it never passivates.
         using var keeper = new LockService.LockServiceClient(channels[0]).Session();
-        var keeperIn = new Inbox(keeper.ResponseStream);
+        var keeperIn = Inbox(keeper.ResponseStream);
         await keeper.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "torture" } });
         await keeperIn.NextAsync();
         await keeper.RequestStream.WriteAsync(new ClientMessage { RequestId = 2, Lock = new Lock { Resource = "counter", Mode = Mode.Nl } });
@@ -157,7 +157,7 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
         async Task Client(int node)
         {
             using var session = new LockService.LockServiceClient(channels[node]).Session();
-            var inbox = new Inbox(session.ResponseStream);
+            var inbox = Inbox(session.ResponseStream);
             await session.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "torture" } });
             await inbox.NextAsync();
             ulong id = 2;
@@ -221,63 +221,5 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
         }
     }
 
-    private static int HttpPortWithFreeGrpcPort()
-    {
-        for (var attempt = 0; attempt < 50; attempt++)
-        {
-            var port = FreePorts.Take(1)[0];
-            if (port + 1000 < 65536 && IsFree(port + 1000))
-            {
-                return port;
-            }
-        }
-
-        throw new InvalidOperationException("no HTTP port with a free port 1000 above it");
-    }
-
-    private static bool IsFree(int port)
-    {
-        try
-        {
-            using var listener = new TcpListener(IPAddress.Loopback, port);
-            listener.Start();
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
-    }
-
-    private sealed class Inbox(IAsyncStreamReader<ServerMessage> reader)
-    {
-        public async Task<ServerMessage> NextAsync()
-        {
-            using var timeout = new CancellationTokenSource(Patience);
-            if (!await reader.MoveNext(timeout.Token))
-            {
-                throw new InvalidOperationException("the server closed the stream");
-            }
-
-            return reader.Current;
-        }
-
-        /// <summary>The completion answering <paramref name="requestId"/>, skipping basts and recovery messages.</summary>
-        public async Task<Completion> CompletionAsync(ulong requestId)
-        {
-            while (true)
-            {
-                var message = await NextAsync();
-                if (message.BodyCase == ServerMessage.BodyOneofCase.Completion && message.Completion.RequestId == requestId)
-                {
-                    return message.Completion;
-                }
-
-                if (message.BodyCase == ServerMessage.BodyOneofCase.Error)
-                {
-                    throw new InvalidOperationException($"request {message.Error.RequestId}: {message.Error.Message}");
-                }
-            }
-        }
-    }
+    private static GrpcInbox Inbox(IAsyncStreamReader<ServerMessage> reader) => new(reader, Patience);
 }
