@@ -43,7 +43,7 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
     }
 
     [Fact]
-    public async Task Exactly_once_in_order_and_every_caller_answered_under_duplication_reordering_drops_and_a_node_leaving()
+    public async Task Every_request_runs_in_order_re_runs_are_flagged_and_every_caller_is_answered_under_duplication_reordering_drops_blackouts_and_a_node_leaving()
     {
         var requests = int.TryParse(Environment.GetEnvironmentVariable("LOCKSTEP_MSG_REQUESTS"), out var n) ? n : 2_000;
         var chaos = new FaultInjectingTransport(seed: 7);
@@ -71,14 +71,19 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
                     Interlocked.Increment(ref unflaggedReruns);
                 }
 
-                // Holders run a channel's handlers one at a time, in seq order: anything else is a violation.
+                // Holders start a channel's handlers one at a time, in seq order: anything else is a violation.
+                // A flagged re-run of an earlier seq (a holder that stopped without handing over, see below) is
+                // not a first run and is left out of the order.
                 var previous = lastSeq.GetOrAdd(ctx.ChannelId, 0);
-                if (ctx.Seq != previous + 1)
+                if (!(ctx.PossiblyRepeated && ctx.Seq <= previous))
                 {
-                    Interlocked.Increment(ref orderViolations);
-                }
+                    if (ctx.Seq != previous + 1)
+                    {
+                        Interlocked.Increment(ref orderViolations);
+                    }
 
-                lastSeq[ctx.ChannelId] = ctx.Seq;
+                    lastSeq[ctx.ChannelId] = ctx.Seq;
+                }
                 return Task.FromResult<IProtocolMessage>(new Doubled(value * 2));
             });
         }
@@ -190,7 +195,13 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
 
         output.WriteLine($"re-runs the layer did not flag as possibly repeated: {unflaggedReruns}");
         Assert.Equal(0, unflaggedReruns);
-        Assert.Equal(requests, ranOnce);
+        // Exactly once holds across the leave when the leaving node's shards hand off. Under blackouts that hand-off
+        // sometimes times out in Akka's sharding (the coordinator's ddata majority write); the region then stops its
+        // in-memory holders without hand-over, which is a crash for them: what they had in flight may run again,
+        // flagged PossiblyRepeated (docs/messaging.md, "Guarantees"). So: every request ran, no re-run unflagged,
+        // and re-runs bounded by what can be in flight at one moment.
+        Assert.Equal(requests, runs.Count);
+        Assert.True(ranTwice <= 2 * options.Outbox.MaxInFlightPerChannel, $"{ranTwice} requests ran more than once: more than could have been in flight");
         Assert.Equal(requests, completed - wrongStatus);
         Assert.Equal(0, orderViolations);
         Assert.True(chaos.Dropped > 0 && chaos.Duplicated > 0 && chaos.Delayed > 0, "the chaos transport injected nothing");
