@@ -196,6 +196,24 @@ public static partial class Signal
 public static class Eventually
 {
     /// <summary>
+    /// Waits until the node behind <paramref name="http"/> (its base address) answers <c>/ready</c> with success.
+    /// Refused, or no answer within the client timeout, means a node starting on a loaded machine is not ready yet.
+    /// </summary>
+    public static Task<TimeSpan> UntilReadyAsync(HttpClient http, TimeSpan timeout) =>
+        UntilAsync("the node to be ready", timeout, async () =>
+        {
+            try
+            {
+                var response = await http.GetAsync("/ready");
+                return (response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}");
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+            {
+                return (false, ex.Message);
+            }
+        });
+
+    /// <summary>
     /// Re-checks <paramref name="probe"/> until it reports success or <paramref name="timeout"/> passes;
     /// the failure names what was awaited and what was last seen.
     /// </summary>

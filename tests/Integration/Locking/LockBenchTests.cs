@@ -19,18 +19,7 @@ public sealed class LockBenchTests : IAsyncLifetime
         _httpPort = LockNodeTests.HttpPortWithFreeGrpcPort();
         _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{FreePorts.Take(1)[0]}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "bench1", "--data", _data]);
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
-        await Eventually.UntilAsync("the node to be ready", Patience, async () =>
-        {
-            try
-            {
-                var response = await _http.GetAsync("/ready");
-                return (response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}");
-            }
-            catch (HttpRequestException ex)
-            {
-                return (false, ex.Message);
-            }
-        });
+        await Eventually.UntilReadyAsync(_http, Patience);
     }
 
     public async Task DisposeAsync()

@@ -29,19 +29,7 @@ public sealed class LockNodeTests : IAsyncLifetime
         _httpPort = HttpPortWithFreeGrpcPort();
         _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{remoting}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "lk1", "--data", _data]);
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
-        await Eventually.UntilAsync("the node to be ready", Patience, async () =>
-        {
-            try
-            {
-                var response = await _http.GetAsync("/ready");
-                return (response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}");
-            }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
-            {
-                // Refused, or no answer within the client timeout: a node starting on a loaded machine is not ready yet.
-                return (false, ex.Message);
-            }
-        });
+        await Eventually.UntilReadyAsync(_http, Patience);
     }
 
     public async Task DisposeAsync()
