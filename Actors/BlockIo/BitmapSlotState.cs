@@ -123,13 +123,31 @@ public sealed class BitmapSlotState
         }
     }
 
+    /// <summary>How many chunks <see cref="CollectIdle"/> would clear with the same arguments (changes nothing).</summary>
+    public int IdleCount(long now, long idle)
+    {
+        var count = 0;
+        foreach (var (_, chunk) in _chunks)
+        {
+            if (IsIdle(chunk, now, idle))
+            {
+                count++;
+            }
+        }
+
+        return count;
+    }
+
+    private static bool IsIdle(in Chunk chunk, long now, long idle) =>
+        chunk.Phase == Phase.Dirty && chunk.InFlight == 0 && now - chunk.IdleSince >= idle;
+
     /// <summary>Schedules clears for dirty chunks idle since at least <paramref name="idle"/> ticks; returns how many.</summary>
     public int CollectIdle(long now, long idle)
     {
         _scratch.Clear();
         foreach (var (c, chunk) in _chunks)
         {
-            if (chunk.Phase == Phase.Dirty && chunk.InFlight == 0 && now - chunk.IdleSince >= idle)
+            if (IsIdle(chunk, now, idle))
             {
                 _scratch.Add(c);
             }

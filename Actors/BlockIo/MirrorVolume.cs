@@ -55,6 +55,8 @@ public sealed class MirrorVolume : IBlockDevice
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly long _clearDelayTicks;
     private Timer? _clearTimer;
+    private Task _idleClear = Task.CompletedTask;
+    private int _idleClearRunning;
     private Task _flusher = Task.CompletedTask;
     private TaskCompletionSource? _cleanWaiter;
     private Exception? _bitmapFault;
@@ -89,6 +91,9 @@ public sealed class MirrorVolume : IBlockDevice
     public int MaximumRequestSize => _options.MaximumRequestSize;
 
     public bool IsReadOnly => _options.ReadOnly;
+
+    /// <summary>How the legs are reached (fixed while open; a metadata change applies at the next open).</summary>
+    public VolumeCacheMode Cache => _options.Cache;
 
     /// <summary>The committed metadata the volume was opened with.</summary>
     public VolumeDescriptor Descriptor => _descriptor;
@@ -166,7 +171,22 @@ public sealed class MirrorVolume : IBlockDevice
                 ILegDevice device;
                 try
                 {
-                    device = LegFile.Open(probe.Path, writable: !options.ReadOnly, logger);
+                    var file = LegFile.Open(probe.Path, writable: !options.ReadOnly, direct: options.Cache == VolumeCacheMode.Direct, logger);
+                    device = file;
+                    if (options.Cache == VolumeCacheMode.Writeback)
+                    {
+                        try
+                        {
+                            // Pages this host cached before this open may be older than the disk (the leg was served
+                            // elsewhere, or in direct mode, since): read what is on the disk.
+                            file.DropCachedPages();
+                        }
+                        catch
+                        {
+                            file.Dispose();
+                            throw;
+                        }
+                    }
                 }
                 catch (IOException e)
                 {
@@ -238,8 +258,8 @@ public sealed class MirrorVolume : IBlockDevice
         var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(10).Ticks, _options.BitmapClearDelay.Ticks / 4));
         _clearTimer = new Timer(static state => ((MirrorVolume)state!).CollectIdleChunks(), this, period, period);
 
-        void logInfo() => _logger.LogInformation("Volume {Volume} open on slot {Slot}: legs {Legs}, O_DIRECT {Direct}",
-            Name, _slot, string.Join(", ", _legs.Select(l => l.Device.Path)), _legs.All(l => l.Device.DirectIo));
+        void logInfo() => _logger.LogInformation("Volume {Volume} open on slot {Slot}: legs {Legs}, cache {Cache}, O_DIRECT {Direct}",
+            Name, _slot, string.Join(", ", _legs.Select(l => l.Device.Path)), _options.Cache.ToString().ToLowerInvariant(), _legs.All(l => l.Device.DirectIo));
     }
 
     // ---------------------------------------------------------------- reads
@@ -536,6 +556,8 @@ public sealed class MirrorVolume : IBlockDevice
             {
                 tasks[i] = kind switch
                 {
+                    // FUA per leg: a buffered leg syncs this range only (RWF_DSYNC), not every dirty page it holds.
+                    LegOp.Write when forceUnitAccess => leg.Device.WriteDurableAsync(legOffset, data),
                     LegOp.Write => leg.Device.WriteAsync(legOffset, data),
                     LegOp.Zero => leg.Device.ZeroAsync(legOffset, length, mayPunchHole),
                     _ => leg.Device.FlushAsync(),
@@ -548,7 +570,7 @@ public sealed class MirrorVolume : IBlockDevice
         }
 
         var succeeded = await AwaitLegsAsync(kind, op, legOffset).ConfigureAwait(false);
-        if (forceUnitAccess && kind != LegOp.Flush && succeeded > 0)
+        if (forceUnitAccess && kind == LegOp.Zero && succeeded > 0)
         {
             for (var i = 0; i < _legs.Length; i++)
             {
@@ -669,6 +691,16 @@ public sealed class MirrorVolume : IBlockDevice
 
     private void CollectIdleChunks()
     {
+        if (_options.Cache == VolumeCacheMode.Writeback)
+        {
+            if (Interlocked.CompareExchange(ref _idleClearRunning, 1, 0) == 0)
+            {
+                _idleClear = CollectIdleChunksAfterDataSyncAsync();
+            }
+
+            return;
+        }
+
         int collected;
         lock (_gate)
         {
@@ -678,6 +710,51 @@ public sealed class MirrorVolume : IBlockDevice
         if (collected > 0)
         {
             _flushSignal.Set();
+        }
+    }
+
+    /// <summary>
+    /// Writeback mode: a write acknowledged without FUA may sit in the page cache of one leg and be on the disk of
+    /// the other. Clearing its chunk's bit before the data is durable on every leg would let a power-off leave the
+    /// legs different under a clear bit, which recovery would never repair. So: note the time, fdatasync every leg,
+    /// and clear only chunks that were already idle at that time (their writes ended before the sync began).
+    /// The sync runs here, off the write path, so first writes into clean chunks never wait behind it.
+    /// </summary>
+    private async Task CollectIdleChunksAfterDataSyncAsync()
+    {
+        var op = RentOp();
+        try
+        {
+            var syncStart = Stopwatch.GetTimestamp();
+            lock (_gate)
+            {
+                if (_bitmap.IdleCount(syncStart, _clearDelayTicks) == 0)
+                {
+                    return;
+                }
+            }
+
+            await FanOutAsync(LegOp.Flush, op, 0, default, 0, false, false).ConfigureAwait(false);
+            int collected;
+            lock (_gate)
+            {
+                collected = _bitmap.CollectIdle(syncStart, _clearDelayTicks);
+            }
+
+            if (collected > 0)
+            {
+                _flushSignal.Set();
+            }
+        }
+        catch (Exception e)
+        {
+            // The bits stay set: the chunks are resynced after a crash, which is safe.
+            _logger.LogError(e, "Volume {Volume}: data sync before clearing bitmap bits failed", Name);
+        }
+        finally
+        {
+            ReturnOp(op);
+            Volatile.Write(ref _idleClearRunning, 0);
         }
     }
 
@@ -720,7 +797,10 @@ public sealed class MirrorVolume : IBlockDevice
                     for (var i = 0; i < blocks.Count; i++)
                     {
                         var offset = _layout.SlotBitsOffset(_slot) + blocks[i] * Block;
-                        await FanOutAsync(LegOp.Write, op, offset, buffer.All.Slice(i * Block, Block), 0, false, forceUnitAccess: i == blocks.Count - 1).ConfigureAwait(false);
+                        // O_DIRECT legs: one fdatasync after the last block covers them all. Buffered legs: each
+                        // block is synced by range, so the bitmap never waits for the data pages in the cache.
+                        var durable = i == blocks.Count - 1 || _options.Cache == VolumeCacheMode.Writeback;
+                        await FanOutAsync(LegOp.Write, op, offset, buffer.All.Slice(i * Block, Block), 0, false, forceUnitAccess: durable).ConfigureAwait(false);
                     }
                 }
                 catch (Exception e)
@@ -1153,15 +1233,40 @@ public sealed class MirrorVolume : IBlockDevice
             await _clearTimer.DisposeAsync().ConfigureAwait(false);
         }
 
+        await _idleClear.ConfigureAwait(false);
         if (_legs.Any(l => !l.Failed) && !_options.ReadOnly)
         {
-            lock (_gate)
+            var dataDurable = true;
+            if (_options.Cache == VolumeCacheMode.Writeback)
             {
-                _bitmap.CollectIdle(long.MaxValue, 0);
+                // Every bit is about to be cleared: the data under them must be on disk first (see CollectIdleChunksAfterDataSyncAsync).
+                var op = RentOp();
+                try
+                {
+                    await FanOutAsync(LegOp.Flush, op, 0, default, 0, false, false).ConfigureAwait(false);
+                }
+                catch (Exception e)
+                {
+                    _logger.LogError(e, "Volume {Volume}: data sync at close failed; the bits stay set", Name);
+                    dataDurable = false;
+                }
+                finally
+                {
+                    ReturnOp(op);
+                }
             }
 
-            _flushSignal.Set();
-            await WhenBitmapCleanAsync().ConfigureAwait(false);
+            if (dataDurable)
+            {
+                lock (_gate)
+                {
+                    _bitmap.CollectIdle(long.MaxValue, 0);
+                }
+
+                _flushSignal.Set();
+                await WhenBitmapCleanAsync().ConfigureAwait(false);
+            }
+
             foreach (var leg in _legs.Where(l => !l.Failed))
             {
                 try

@@ -1,3 +1,4 @@
+using Lockstep.Contracts.Volumes;
 using Lockstep.Persistence.Disk;
 
 namespace Lockstep.Actors.BlockIo;
@@ -19,6 +20,12 @@ public sealed record MirrorVolumeOptions
     /// cluster recovery takes over other nodes' slots under their bitmap lock later.
     /// </summary>
     public bool RecoverAllSlots { get; init; } = true;
+
+    /// <summary>
+    /// Direct: legs opened with O_DIRECT. Writeback: legs opened buffered (page cache), their cached pages dropped at
+    /// open, FUA writes synced by range (RWF_DSYNC), and a chunk's bit cleared only after its data was fdatasync'ed.
+    /// </summary>
+    public VolumeCacheMode Cache { get; init; } = VolumeCacheMode.Direct;
 
     /// <summary>Largest read or write payload accepted (NBD maximum block size).</summary>
     public int MaximumRequestSize { get; init; } = 32 << 20;

@@ -60,6 +60,9 @@ public sealed class VolumeEntity : UntypedPersistentActor, IWithStash
             case SnapshotOffer { Snapshot: VolumeSnapshot snapshot }:
                 _state = VolumeState.FromSnapshot(_name, snapshot);
                 break;
+            case SnapshotOffer { Snapshot: VolumeSnapshotWithCache snapshot }:
+                _state = VolumeState.FromSnapshot(_name, snapshot);
+                break;
             case IVolumeEvent e:
                 _state = _state.Apply(e);
                 _eventsSinceSnapshot++;

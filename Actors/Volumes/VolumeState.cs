@@ -53,6 +53,9 @@ public sealed record VolumeDecision(
 /// </summary>
 public sealed record VolumeState(string Name, VolumeStatus Status, VolumeDescriptor? Descriptor, long Generation, LegDescriptor? PendingLeg)
 {
+    /// <summary>How nodes reach the legs; direct for a journal that never recorded a mode.</summary>
+    public VolumeCacheMode Cache { get; init; } = VolumeCacheMode.Direct;
+
     /// <summary>Most legs a volume may have.</summary>
     public const int MaxLegs = 8;
 
@@ -76,17 +79,35 @@ public sealed record VolumeState(string Name, VolumeStatus Status, VolumeDescrip
     /// <summary>The state of a volume that has never existed.</summary>
     public static VolumeState Empty(string name) => new(name, VolumeStatus.Absent, null, 0, null);
 
-    /// <summary>Restores the state from a snapshot.</summary>
+    /// <summary>Restores the state from a snapshot taken before cache modes existed: the volume is direct.</summary>
     public static VolumeState FromSnapshot(string name, VolumeSnapshot snapshot) =>
         new(name, snapshot.Status, snapshot.Descriptor, snapshot.Generation, snapshot.PendingLeg);
 
+    /// <summary>Restores the state from a snapshot.</summary>
+    public static VolumeState FromSnapshot(string name, VolumeSnapshotWithCache snapshot) =>
+        FromSnapshot(name, snapshot.Core) with { Cache = snapshot.Cache };
+
     /// <summary>What a snapshot stores.</summary>
-    public VolumeSnapshot ToSnapshot() => new(Status, Descriptor, Generation, PendingLeg);
+    public VolumeSnapshotWithCache ToSnapshot() => new(new VolumeSnapshot(Status, Descriptor, Generation, PendingLeg), Cache);
+
+    /// <summary>Parses a cache mode as the CLI and HTTP API spell it ("direct", "writeback"); null when it is neither.</summary>
+    public static VolumeCacheMode? ParseCacheMode(string? text) => text?.Trim().ToLowerInvariant() switch
+    {
+        "direct" => VolumeCacheMode.Direct,
+        "writeback" => VolumeCacheMode.Writeback,
+        _ => null,
+    };
+
+    /// <summary>The spelling of a cache mode in the CLI and HTTP API.</summary>
+    public static string CacheModeName(VolumeCacheMode mode) => mode.ToString().ToLowerInvariant();
+
+    private static string? ValidateCacheMode(VolumeCacheMode mode) =>
+        Enum.IsDefined(mode) ? null : $"cache mode {(int)mode} is unknown; use direct or writeback";
 
     /// <summary>The reply to a query: the metadata, or NotFound.</summary>
     public IVolumeProtocol Info() => Status == VolumeStatus.Absent || Descriptor is null
         ? new VolumeRejected(Name, VolumeError.NotFound, $"volume '{Name}' does not exist")
-        : new VolumeInfo(Descriptor, Status, PendingDescription());
+        : new VolumeInfo(Descriptor, Status, PendingDescription(), Cache);
 
     /// <summary>Disk work an intent left unfinished (after a crash); the entity restarts it on recovery.</summary>
     public VolumeWork? UnfinishedWork() => Status switch
@@ -153,6 +174,7 @@ public sealed record VolumeState(string Name, VolumeStatus Status, VolumeDescrip
         {
             GetVolume => Answer(Info()),
             CreateVolume c => Create(c, newId),
+            SetVolumeCacheMode m => SetCacheMode(m),
             AddLeg a => AddLeg(a, newId),
             FailLeg f => FailLeg(f.LegId, f.Reason, byOperator: true),
             MarkLegFailed m => FailLeg(m.LegId, m.Reason, byOperator: false),
@@ -174,7 +196,7 @@ public sealed record VolumeState(string Name, VolumeStatus Status, VolumeDescrip
             return Reject(Status == VolumeStatus.Active ? VolumeError.Conflict : VolumeError.Busy, $"volume '{Name}' already exists ({Status.ToString().ToLowerInvariant()})");
         }
 
-        var problem = ValidateName(c.Name) ?? ValidateGeometry(c.SizeBytes, c.ChunkSizeBytes, c.MaxNodes);
+        var problem = ValidateName(c.Name) ?? ValidateGeometry(c.SizeBytes, c.ChunkSizeBytes, c.MaxNodes) ?? ValidateCacheMode(c.Cache);
         if (problem is not null)
         {
             return Reject(VolumeError.Invalid, problem);
@@ -204,8 +226,25 @@ public sealed record VolumeState(string Name, VolumeStatus Status, VolumeDescrip
         }
 
         var started = new VolumeCreationStarted(Name, newId(), new VolumeGeometry(c.SizeBytes, c.ChunkSizeBytes, c.MaxNodes), legs);
-        var next = Apply(started);
-        return new VolumeDecision(next, [started], null, new ProvisionLegs(next.Descriptor!, legs, started.VolumeId), RegisterNameFirst: true, false, null);
+        // The mode goes into the same atomic batch as the intent; direct is what a journal without it means.
+        IVolumeEvent[] events = c.Cache == VolumeCacheMode.Direct ? [started] : [started, new VolumeCacheModeChanged(c.Cache)];
+        var next = events.Aggregate(this, (state, e) => state.Apply(e));
+        return new VolumeDecision(next, events, null, new ProvisionLegs(next.Descriptor!, legs, started.VolumeId), RegisterNameFirst: true, false, null);
+    }
+
+    private VolumeDecision SetCacheMode(SetVolumeCacheMode m)
+    {
+        if (ValidateCacheMode(m.Cache) is { } problem)
+        {
+            return Reject(VolumeError.Invalid, problem);
+        }
+
+        if (RequireActive() is { } rejected)
+        {
+            return rejected;
+        }
+
+        return m.Cache == Cache ? Answer(Info()) : Commit(new VolumeCacheModeChanged(m.Cache));
     }
 
     /// <summary>Checks size, chunk and max nodes; returns the problem or null.</summary>
@@ -478,7 +517,9 @@ public sealed record VolumeState(string Name, VolumeStatus Status, VolumeDescrip
         return e switch
         {
             VolumeCreationStarted s when Status == VolumeStatus.Absent =>
-                this with { Status = VolumeStatus.Creating, Descriptor = new VolumeDescriptor(Name, s.VolumeId, s.Geometry, s.Legs, Generation), PendingLeg = null },
+                this with { Status = VolumeStatus.Creating, Descriptor = new VolumeDescriptor(Name, s.VolumeId, s.Geometry, s.Legs, Generation), PendingLeg = null, Cache = VolumeCacheMode.Direct },
+            VolumeCacheModeChanged m when Status == VolumeStatus.Creating => this with { Cache = m.Cache },
+            VolumeCacheModeChanged m when IsActive => Bump(this with { Cache = m.Cache }),
             VolumeCreated c when Status == VolumeStatus.Creating && Descriptor!.VolumeId == c.VolumeId => Bump(this with { Status = VolumeStatus.Active }),
             VolumeCreationAbandoned a when Status == VolumeStatus.Creating && Descriptor!.VolumeId == a.VolumeId =>
                 this with { Status = VolumeStatus.Absent, Descriptor = null },
@@ -502,7 +543,7 @@ public sealed record VolumeState(string Name, VolumeStatus Status, VolumeDescrip
 
     /// <summary>Value equality including the leg lists (a record compares lists by reference).</summary>
     public bool Equals(VolumeState? other) =>
-        other is not null && Name == other.Name && Status == other.Status && Generation == other.Generation && PendingLeg == other.PendingLeg &&
+        other is not null && Name == other.Name && Status == other.Status && Generation == other.Generation && PendingLeg == other.PendingLeg && Cache == other.Cache &&
         (ReferenceEquals(Descriptor, other.Descriptor) || (Descriptor is not null && other.Descriptor is not null &&
             Descriptor with { Legs = [] } == other.Descriptor with { Legs = [] } && Descriptor.Legs.SequenceEqual(other.Descriptor.Legs)));
 

@@ -9,6 +9,23 @@ public sealed record VolumeGeometry(long SizeBytes, int ChunkSizeBytes, int MaxN
     public long ChunkCount => (SizeBytes + ChunkSizeBytes - 1) / ChunkSizeBytes;
 }
 
+/// <summary>
+/// How a node's open volume reaches its legs, like qemu's <c>cache=</c>. Stored apart from
+/// <see cref="VolumeDescriptor"/> (event <see cref="VolumeCacheModeChanged"/>) so journals and snapshots written
+/// before cache modes existed read unchanged, as <see cref="Direct"/>.
+/// </summary>
+public enum VolumeCacheMode
+{
+    /// <summary>O_DIRECT: no page cache between the volume and its legs. Required when legs are shared between hosts.</summary>
+    Direct = 0,
+
+    /// <summary>
+    /// Buffered through the page cache: FLUSH → fdatasync on every leg, FUA → a write that is durable before the reply.
+    /// Safe only when every node that opens the volume shares one kernel's page cache (or only one node ever opens it).
+    /// </summary>
+    Writeback = 1,
+}
+
 /// <summary>Health of one mirror leg in the committed metadata.</summary>
 public enum LegState
 {

@@ -25,7 +25,17 @@ public interface IVolumeEvent : IVolumeProtocol
 /// <param name="ChunkSizeBytes">Bitmap granularity; a power of two of at least 64 KiB.</param>
 /// <param name="MaxNodes">Bitmap slots per leg (nodes that may ever write the volume), 1..64.</param>
 /// <param name="LegPaths">Absolute paths of the legs (files, created if missing, or block devices); 1..8, distinct.</param>
-public sealed record CreateVolume(string Name, long SizeBytes, int ChunkSizeBytes, int MaxNodes, IReadOnlyList<string> LegPaths) : IVolumeCommand
+/// <param name="Cache">How nodes reach the legs (<see cref="VolumeCacheMode.Direct"/> unless asked otherwise).</param>
+public sealed record CreateVolume(string Name, long SizeBytes, int ChunkSizeBytes, int MaxNodes, IReadOnlyList<string> LegPaths, VolumeCacheMode Cache = VolumeCacheMode.Direct) : IVolumeCommand
+{
+    /// <inheritdoc />
+    public string EntityId => Name;
+}
+
+/// <summary>Changes the cache mode of a volume; a node applies it the next time it opens the volume.</summary>
+/// <param name="Name">Volume name.</param>
+/// <param name="Cache">The new mode.</param>
+public sealed record SetVolumeCacheMode(string Name, VolumeCacheMode Cache) : IVolumeCommand
 {
     /// <inheritdoc />
     public string EntityId => Name;
@@ -176,7 +186,8 @@ public enum VolumeError
 /// <param name="Descriptor">What a node needs to open the volume.</param>
 /// <param name="Status">Life-cycle status.</param>
 /// <param name="Pending">A metadata change in progress (e.g. "adding leg …"), or null.</param>
-public sealed record VolumeInfo(VolumeDescriptor Descriptor, VolumeStatus Status, string? Pending) : IVolumeProtocol;
+/// <param name="Cache">How nodes reach the legs.</param>
+public sealed record VolumeInfo(VolumeDescriptor Descriptor, VolumeStatus Status, string? Pending, VolumeCacheMode Cache = VolumeCacheMode.Direct) : IVolumeProtocol;
 
 /// <summary>A refused command.</summary>
 /// <param name="Name">Volume name.</param>
@@ -241,6 +252,13 @@ public sealed record LegMoved(Guid LegId, string NewPath) : IVolumeEvent;
 /// <param name="LegId">The leg.</param>
 public sealed record LegRemoved(Guid LegId) : IVolumeEvent;
 
+/// <summary>
+/// The volume's cache mode changed: persisted right after <see cref="VolumeCreationStarted"/> when a volume is created
+/// with a mode other than direct, and by <see cref="SetVolumeCacheMode"/>. A journal without it means direct.
+/// </summary>
+/// <param name="Cache">The new mode.</param>
+public sealed record VolumeCacheModeChanged(VolumeCacheMode Cache) : IVolumeEvent;
+
 /// <summary>Intent: the volume is being deleted; it is no longer exported.</summary>
 /// <param name="VolumeId">The volume.</param>
 public sealed record VolumeDeletionStarted(Guid VolumeId) : IVolumeEvent;
@@ -256,6 +274,15 @@ public sealed record VolumeDeleted(Guid VolumeId, IReadOnlyList<string> Problems
 /// <param name="Generation">Last generation handed out (kept across delete and re-create, so it never goes back).</param>
 /// <param name="PendingLeg">A leg whose addition is in progress, or null.</param>
 public sealed record VolumeSnapshot(VolumeStatus Status, VolumeDescriptor? Descriptor, long Generation, LegDescriptor? PendingLeg) : IVolumeProtocol;
+
+/// <summary>
+/// Snapshot of a Volume entity with its cache mode. A new type rather than a field added to <see cref="VolumeSnapshot"/>:
+/// Hyperion reads fields by position, so a persisted type must never change shape; old <see cref="VolumeSnapshot"/>s
+/// still load (as direct).
+/// </summary>
+/// <param name="Core">Status, descriptor, generation, pending leg.</param>
+/// <param name="Cache">The cache mode.</param>
+public sealed record VolumeSnapshotWithCache(VolumeSnapshot Core, VolumeCacheMode Cache) : IVolumeProtocol;
 
 // ------------------------------------------------------------------ registry of names
 

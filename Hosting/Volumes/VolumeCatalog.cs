@@ -129,6 +129,15 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
         }
     }
 
+    /// <summary>The cache mode the volume's open device on this node uses; null when it is not open here.</summary>
+    public VolumeCacheMode? LocalCacheMode(string name)
+    {
+        lock (_lock)
+        {
+            return _open.TryGetValue(name, out var open) ? open.Device.Cache : null;
+        }
+    }
+
     // ------------------------------------------------------------------ IExportCatalog
 
     /// <inheritdoc />
@@ -189,7 +198,8 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
             // A leg added while the volume was in use (or a copy cut short by a crash) is copied before the volume serves.
             info = await ResyncLegsAsync(info, cancellation);
             var events = new EntityVolumeEvents(this, name);
-            var device = await MirrorVolume.OpenAsync(info.Descriptor, NodeSlot, events, _loggers.CreateLogger("Lockstep.Volumes." + name), cancellation: cancellation);
+            var device = await MirrorVolume.OpenAsync(info.Descriptor, NodeSlot, events, _loggers.CreateLogger("Lockstep.Volumes." + name),
+                new MirrorVolumeOptions { Cache = info.Cache }, cancellation);
             var report = device.Recovery;
             _logger.LogInformation("Volume {Volume} open on this node (slot {Slot}, generation {Generation}): {Chunks} chunk(s) resynced after the last crash ({Bytes} bytes, {Elapsed} ms)",
                 name, NodeSlot, info.Descriptor.Generation, report.ChunksResynced, report.Bytes, (long)report.Elapsed.TotalMilliseconds);

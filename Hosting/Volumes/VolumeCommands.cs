@@ -37,7 +37,13 @@ public static class VolumeCommands
         var legs = new Option<string[]>("--leg") { Description = "Leg file (created if missing) or block device; repeat for each leg.", Required = true, AllowMultipleArgumentsPerToken = false };
         var chunk = new Option<string>("--chunk") { Description = "Bitmap chunk, a power of two ≥ 64K (default 1M).", DefaultValueFactory = _ => "1M" };
         var maxNodes = new Option<int>("--max-nodes") { Description = "Nodes that may ever write the volume, 1..64 (default 8).", DefaultValueFactory = _ => 8 };
-        var create = new Command("create", "Create a volume mirrored over the given legs.") { createName, size, legs, chunk, maxNodes };
+        var cache = () => new Option<string>("--cache")
+        {
+            Description = "direct (O_DIRECT, the default; required when legs are shared between hosts) or writeback (page cache; only when every node opening the volume shares one kernel).",
+        };
+        var createCache = cache();
+        createCache.DefaultValueFactory = _ => "direct";
+        var create = new Command("create", "Create a volume mirrored over the given legs.") { createName, size, legs, chunk, maxNodes, createCache };
         create.SetAction((parse, ct) => RunAsync(parse, node, async (client, output) =>
         {
             if (!SizeText.TryParse(parse.GetValue(size), out var bytes, out var sizeError))
@@ -51,7 +57,8 @@ public static class VolumeCommands
             }
 
             var paths = (parse.GetValue(legs) ?? []).Select(Path.GetFullPath).ToArray();
-            var answer = await client.CreateAsync(new CreateVolumeRequest(parse.GetValue(createName), bytes, null, (int)chunkBytes, parse.GetValue(maxNodes), paths), ct);
+            var mode = CacheMode(parse.GetValue(createCache));
+            var answer = await client.CreateAsync(new CreateVolumeRequest(parse.GetValue(createName), bytes, null, (int)chunkBytes, parse.GetValue(maxNodes), paths, mode), ct);
             output.Write(answer.Json, parse.GetValue(json), c =>
             {
                 c.MarkupLine($"created volume [bold]{Markup.Escape(answer.Value.Name)}[/] ({SizeText.Format(answer.Value.SizeBytes)}, {answer.Value.Legs.Count} legs)");
@@ -93,6 +100,21 @@ public static class VolumeCommands
                     c.Write(part);
                 }
             });
+        }));
+
+        // set
+        var setName = name();
+        var setCache = cache();
+        var set = new Command("set", "Change a volume's settings (applied when a node next opens the volume).") { setName, setCache };
+        set.SetAction((parse, ct) => RunAsync(parse, node, async (client, output) =>
+        {
+            if (parse.GetValue(setCache) is not { } given)
+            {
+                throw new VolumeCliException("nothing to change: give --cache direct|writeback", VolumeExit.Usage);
+            }
+
+            var answer = await client.SetAsync(parse.GetValue(setName)!, new VolumeSettingsRequest(CacheMode(given)), ct);
+            output.Write(answer.Json, parse.GetValue(json), c => Render(c, answer.Value));
         }));
 
         // verify
@@ -153,13 +175,18 @@ public static class VolumeCommands
                 c.WriteLine($"deleted volume '{answer.Value.Name}'" + (answer.Value.Pending is { } p ? $" ({p})" : "")));
         }));
 
-        foreach (var command in new[] { create, list, show, verify, addLeg, failLeg, removeLeg, delete })
+        foreach (var command in new[] { create, list, show, set, verify, addLeg, failLeg, removeLeg, delete })
         {
             group.Subcommands.Add(command);
         }
 
         return group;
     }
+
+    private static string CacheMode(string? text) =>
+        Actors.Volumes.VolumeState.ParseCacheMode(text) is { } mode
+            ? Actors.Volumes.VolumeState.CacheModeName(mode)
+            : throw new VolumeCliException($"--cache: '{text}' is neither direct nor writeback", VolumeExit.Usage);
 
     private static Command LegCommand(string verb, string description, Argument<string> volume, out Argument<string> legId)
     {

@@ -8,7 +8,7 @@ using Lockstep.Hosting.Node;
 namespace Lockstep.Hosting.Volumes;
 
 /// <summary>
-/// <c>/v1/volumes</c>: list, create, show, verify, add / fail / remove legs, delete. Changing routes are accepted when
+/// <c>/v1/volumes</c>: list, create, show, change settings (PATCH), verify, add / fail / remove legs, delete. Changing routes are accepted when
 /// the node runs with <c>--http-write</c> (<c>Lockstep:Http:AllowWrite</c>) <b>or</b> the request comes from loopback:
 /// volume admin is the everyday job of someone on the node itself (the CLI's default is 127.0.0.1), while a remote
 /// caller could destroy data and needs the explicit switch.
@@ -29,7 +29,7 @@ public static class VolumeEndpoints
         group.MapGet("", async (VolumeCatalog catalog, CancellationToken ct) => await Guarded(async () =>
         {
             var volumes = await catalog.ListAsync(ct);
-            return Json(new VolumeListView(volumes.Select(v => VolumeView.From(v, catalog.LocalUse(v.Descriptor.Name), catalog.LocalRecovery(v.Descriptor.Name))).ToArray()));
+            return Json(new VolumeListView(volumes.Select(v => View(catalog, v)).ToArray()));
         }));
 
         group.MapPost("", async (HttpContext http, VolumeCatalog catalog, CancellationToken ct) => await Guarded(async () =>
@@ -56,7 +56,18 @@ public static class VolumeEndpoints
                 return Error(VolumeError.Invalid, request.Size is null ? "give sizeBytes or size (e.g. \"4G\")" : sizeError!);
             }
 
-            var command = new CreateVolume(request.Name ?? "", size, request.ChunkSizeBytes ?? (1 << 20), request.MaxNodes ?? 8, request.Legs ?? []);
+            var cache = VolumeCacheMode.Direct;
+            if (request.Cache is not null)
+            {
+                if (VolumeState.ParseCacheMode(request.Cache) is not { } parsed)
+                {
+                    return Error(VolumeError.Invalid, CacheModeError(request.Cache));
+                }
+
+                cache = parsed;
+            }
+
+            var command = new CreateVolume(request.Name ?? "", size, request.ChunkSizeBytes ?? (1 << 20), request.MaxNodes ?? 8, request.Legs ?? [], cache);
             if (VolumeState.ValidateName(command.Name) is { } nameError)
             {
                 return Error(VolumeError.Invalid, nameError);
@@ -67,6 +78,29 @@ public static class VolumeEndpoints
 
         group.MapGet("/{name}", async (string name, VolumeCatalog catalog, CancellationToken ct) => await Guarded(async () =>
             VolumeState.ValidateName(name) is { } error ? Error(VolumeError.NotFound, error) : Reply(catalog, await catalog.SendAsync(new GetVolume(name), ct))));
+
+        group.MapPatch("/{name}", async (HttpContext http, string name, VolumeCatalog catalog, CancellationToken ct) => await Guarded(async () =>
+        {
+            if ((Refused(http, options) ?? NameError(name)) is { } refused)
+            {
+                return refused;
+            }
+
+            var body = await ReadAsync<VolumeSettingsRequest>(http);
+            if (body.Error is not null)
+            {
+                return body.Error;
+            }
+
+            if (body.Value!.Cache is null)
+            {
+                return Error(VolumeError.Invalid, "nothing to change: give {\"cache\": \"direct\" | \"writeback\"}");
+            }
+
+            return VolumeState.ParseCacheMode(body.Value.Cache) is { } cache
+                ? Reply(catalog, await catalog.SendAsync(new SetVolumeCacheMode(name, cache), ct))
+                : Error(VolumeError.Invalid, CacheModeError(body.Value.Cache));
+        }));
 
         group.MapDelete("/{name}", async (HttpContext http, string name, VolumeCatalog catalog, CancellationToken ct) => await Guarded(async () =>
             Refused(http, options) ?? NameError(name) ?? Reply(catalog, await catalog.DeleteAsync(name, ct))));
@@ -136,6 +170,8 @@ public static class VolumeEndpoints
             ? null
             : Json(new VolumeErrorView("forbidden", "Changing volumes from another host needs --http-write (Lockstep:Http:AllowWrite=true) on this node"), StatusCodes.Status403Forbidden);
 
+    private static string CacheModeError(string given) => $"cache mode '{given}' is unknown; use direct or writeback";
+
     private static IResult? NameError(string name) => VolumeState.ValidateName(name) is { } error ? Error(VolumeError.NotFound, error) : null;
 
     private static IResult? LegIdError(string text) =>
@@ -143,10 +179,13 @@ public static class VolumeEndpoints
 
     private static IResult Reply(VolumeCatalog catalog, IVolumeProtocol reply, int okStatus = StatusCodes.Status200OK) => reply switch
     {
-        VolumeInfo info => Json(VolumeView.From(info, catalog.LocalUse(info.Descriptor.Name), catalog.LocalRecovery(info.Descriptor.Name)), info.Status == VolumeStatus.Absent ? StatusCodes.Status200OK : okStatus),
+        VolumeInfo info => Json(View(catalog, info), info.Status == VolumeStatus.Absent ? StatusCodes.Status200OK : okStatus),
         VolumeRejected rejected => Error(rejected.Error, rejected.Reason),
         _ => Json(new VolumeErrorView("internal", $"unexpected reply {reply.GetType().Name}"), StatusCodes.Status500InternalServerError),
     };
+
+    private static VolumeView View(VolumeCatalog catalog, VolumeInfo info) =>
+        VolumeView.From(info, catalog.LocalUse(info.Descriptor.Name), catalog.LocalRecovery(info.Descriptor.Name), catalog.LocalCacheMode(info.Descriptor.Name));
 
     private static async Task<IResult> Guarded(Func<Task<IResult>> handler)
     {

@@ -92,6 +92,10 @@ public sealed class VolumeHttpClient : IDisposable
     public Task<VolumeAnswer<VolumeView>> RemoveLegAsync(string name, Guid legId, CancellationToken ct) =>
         SendAsync<VolumeView>(HttpMethod.Delete, $"{Route(name)}/legs/{legId}", null, ct);
 
+    /// <summary><c>PATCH /v1/volumes/{name}</c>.</summary>
+    public Task<VolumeAnswer<VolumeView>> SetAsync(string name, VolumeSettingsRequest settings, CancellationToken ct) =>
+        SendAsync<VolumeView>(HttpMethod.Patch, Route(name), settings, ct);
+
     /// <summary><c>DELETE /v1/volumes/{name}</c>.</summary>
     public Task<VolumeAnswer<VolumeView>> DeleteAsync(string name, CancellationToken ct) => SendAsync<VolumeView>(HttpMethod.Delete, Route(name), null, ct);
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Lockstep.Actors.BlockIo;
+using Lockstep.Actors.Volumes;
 using Lockstep.Contracts.Volumes;
 
 namespace Lockstep.Hosting.Volumes;
@@ -23,17 +24,20 @@ public sealed record LegView(Guid LegId, string Path, string State);
 /// <param name="Pending">A change in progress or a note about the last one.</param>
 /// <param name="OpenHere">Open on the node that answered.</param>
 /// <param name="Connections">NBD connections on the node that answered.</param>
-/// <param name="Recovery">Crash recovery done when the volume was opened on the node that answered; null when not open there.</param>
+/// <param name="Recovery">Crash recovery done on the node that answered (at its start or at the volume's first open); null when none ran there yet.</param>
+/// <param name="Cache">direct or writeback (how nodes reach the legs).</param>
+/// <param name="CacheOpen">The mode the open device on the answering node uses (a change applies at the next open); null when not open there.</param>
 public sealed record VolumeView(string Name, Guid VolumeId, string Status, long SizeBytes, int ChunkSizeBytes, int MaxNodes, long Generation,
-    IReadOnlyList<LegView> Legs, string? Pending, bool OpenHere, int Connections, RecoveryView? Recovery = null)
+    IReadOnlyList<LegView> Legs, string? Pending, bool OpenHere, int Connections, RecoveryView? Recovery = null, string Cache = "direct", string? CacheOpen = null)
 {
     /// <summary>Builds the view of a volume.</summary>
-    public static VolumeView From(VolumeInfo info, (bool Open, int Leases) use, ResyncReport? recovery = null)
+    public static VolumeView From(VolumeInfo info, (bool Open, int Leases) use, ResyncReport? recovery = null, VolumeCacheMode? cacheOpen = null)
     {
         var d = info.Descriptor;
         return new VolumeView(d.Name, d.VolumeId, VolumeJson.Camel(info.Status.ToString()), d.Geometry.SizeBytes, d.Geometry.ChunkSizeBytes, d.Geometry.MaxNodes,
             d.Generation, d.Legs.Select(l => new LegView(l.LegId, l.Path, VolumeJson.Camel(l.State.ToString()))).ToArray(), info.Pending, use.Open, use.Leases,
-            recovery is null ? null : new RecoveryView(recovery.ChunksResynced, recovery.Bytes, (long)recovery.Elapsed.TotalMilliseconds, recovery.SourceLegId));
+            recovery is null ? null : new RecoveryView(recovery.ChunksResynced, recovery.Bytes, (long)recovery.Elapsed.TotalMilliseconds, recovery.SourceLegId),
+            VolumeState.CacheModeName(info.Cache), cacheOpen is { } open ? VolumeState.CacheModeName(open) : null);
     }
 }
 
@@ -55,7 +59,12 @@ public sealed record VolumeListView(IReadOnlyList<VolumeView> Volumes);
 /// <param name="ChunkSizeBytes">Chunk in bytes (default 1 MiB).</param>
 /// <param name="MaxNodes">Max nodes (default 8).</param>
 /// <param name="Legs">Absolute leg paths.</param>
-public sealed record CreateVolumeRequest(string? Name, long? SizeBytes, string? Size, int? ChunkSizeBytes, int? MaxNodes, IReadOnlyList<string>? Legs);
+/// <param name="Cache">"direct" (default) or "writeback".</param>
+public sealed record CreateVolumeRequest(string? Name, long? SizeBytes, string? Size, int? ChunkSizeBytes, int? MaxNodes, IReadOnlyList<string>? Legs, string? Cache = null);
+
+/// <summary><c>PATCH /v1/volumes/{name}</c> body: settings that may change after create (applied at the next open on each node).</summary>
+/// <param name="Cache">"direct" or "writeback".</param>
+public sealed record VolumeSettingsRequest(string? Cache);
 
 /// <summary><c>POST /v1/volumes/{name}/legs</c> body.</summary>
 /// <param name="Path">Absolute path of the new leg.</param>

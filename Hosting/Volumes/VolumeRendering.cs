@@ -10,7 +10,7 @@ public static class VolumeRendering
     {
         var table = new Table().Border(TableBorder.Rounded)
             .AddColumn(new TableColumn("Name").NoWrap()).AddColumn("Status").AddColumn(new TableColumn("Size").RightAligned())
-            .AddColumn(new TableColumn("Chunk").RightAligned()).AddColumn("Legs").AddColumn(new TableColumn("Gen").RightAligned()).AddColumn("Here");
+            .AddColumn(new TableColumn("Chunk").RightAligned()).AddColumn("Cache").AddColumn("Legs").AddColumn(new TableColumn("Gen").RightAligned()).AddColumn("Here");
         foreach (var v in list.Volumes)
         {
             var inSync = v.Legs.Count(l => l.State == "inSync");
@@ -20,6 +20,7 @@ public static class VolumeRendering
                 StatusMarkup(v.Status),
                 SizeText.Format(v.SizeBytes),
                 SizeText.Format(v.ChunkSizeBytes),
+                v.Cache,
                 inSync == v.Legs.Count ? legs : $"[yellow]{legs}[/]",
                 v.Generation.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 v.OpenHere ? $"open, {v.Connections} conn" : "");
@@ -38,11 +39,14 @@ public static class VolumeRendering
         grid.AddRow("Size", $"{SizeText.Format(v.SizeBytes)} ({v.SizeBytes} bytes)");
         grid.AddRow("Chunk", SizeText.Format(v.ChunkSizeBytes));
         grid.AddRow("Max nodes", v.MaxNodes.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        grid.AddRow("Cache", v.CacheOpen is { } open && open != v.Cache
+            ? $"{v.Cache} [yellow](open here as {open}; applies at the next open)[/]"
+            : v.Cache);
         grid.AddRow("Generation", v.Generation.ToString(System.Globalization.CultureInfo.InvariantCulture));
         grid.AddRow("On this node", v.OpenHere ? $"open, {v.Connections} NBD connection(s)" : "not open");
         if (v.Recovery is { } r)
         {
-            grid.AddRow("Crash recovery", $"{r.ChunksResynced} chunk(s) resynced at open ({SizeText.Format(r.Bytes)}, {r.ElapsedMs} ms)");
+            grid.AddRow("Crash recovery", $"{r.ChunksResynced} chunk(s) resynced ({SizeText.Format(r.Bytes)}, {r.ElapsedMs} ms)");
         }
         if (v.Pending is not null)
         {

@@ -27,6 +27,17 @@ public interface ILegDevice : IDisposable
     /// <summary>fdatasync: everything written before is on stable storage afterwards.</summary>
     ValueTask FlushAsync(CancellationToken cancellation = default);
 
+    /// <summary>
+    /// A write that is on stable storage when it completes (FUA), without making anything else durable: a buffered
+    /// leg must not pay for flushing every dirty page of the file to make one block durable. The default writes,
+    /// then flushes the whole leg, which is correct for any device.
+    /// </summary>
+    async ValueTask WriteDurableAsync(long offset, ReadOnlyMemory<byte> buffer, CancellationToken cancellation = default)
+    {
+        await WriteAsync(offset, buffer, cancellation).ConfigureAwait(false);
+        await FlushAsync(cancellation).ConfigureAwait(false);
+    }
+
     /// <summary>Makes the byte range read as zeroes (hole punched when allowed, else zeroes kept allocated).</summary>
     ValueTask ZeroAsync(long offset, long length, bool mayPunchHole, CancellationToken cancellation = default);
 
