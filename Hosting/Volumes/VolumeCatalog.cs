@@ -12,6 +12,21 @@ public sealed class VolumeUnavailableException(string message, Exception? inner 
 /// <summary>A volume could not be closed for an exclusive operation because NBD connections use it.</summary>
 public sealed class VolumeInUseException(string message) : Exception(message);
 
+/// <summary>When crash recovery ran on this node.</summary>
+public enum RecoveryTrigger
+{
+    /// <summary>At node start (<see cref="VolumeCatalog.RecoverAtStartAsync"/>).</summary>
+    Start,
+
+    /// <summary>At the volume's first open on this node (the safety net, and the only place for a volume whose legs were not present at start).</summary>
+    Open,
+}
+
+/// <summary>What crash recovery did for a volume on this node, and when it ran.</summary>
+/// <param name="Report">Chunks and bytes copied, time taken, source leg.</param>
+/// <param name="Trigger">Node start or first open.</param>
+public sealed record LocalRecovery(ResyncReport Report, RecoveryTrigger Trigger);
+
 /// <summary>
 /// This node's view of the volumes: sends commands to the Volume entities, lists the exports, and keeps each
 /// volume open at most once per node (a <see cref="MirrorVolume"/> shared by every NBD connection through
@@ -39,6 +54,7 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
     private readonly ILoggerFactory _loggers;
     private readonly Dictionary<string, OpenVolume> _open = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SemaphoreSlim> _gates = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, LocalRecovery> _recoveries = new(StringComparer.Ordinal);
     private readonly Lock _lock = new();
     private volatile IReadOnlyList<ExportDescription> _exports = [];
     private bool _disposed;
@@ -120,12 +136,103 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
         }
     }
 
-    /// <summary>What crash recovery did when the volume was opened on this node; null when it is not open here.</summary>
-    public ResyncReport? LocalRecovery(string name)
+    /// <summary>
+    /// What crash recovery did for the volume on this node since the node started (at start, or at the first open when
+    /// that found something to do); null when it has not run here.
+    /// </summary>
+    public LocalRecovery? LocalRecoveryOf(string name)
     {
         lock (_lock)
         {
-            return _open.TryGetValue(name, out var open) ? open.Device.Recovery : null;
+            return _recoveries.GetValueOrDefault(name);
+        }
+    }
+
+    /// <summary>
+    /// Crash recovery at node start: for every active volume whose in-sync legs are all present at their recorded paths,
+    /// the volume is opened (which copies the dirty chunks of this node's bitmap slot from the first healthy leg to the
+    /// others and clears them) and closed again. A volume with a leg not present (a disk not mounted yet, a moved leg)
+    /// is left to its first open, which searches for moved legs and records missing ones. Failures are logged per
+    /// volume; the node serves anyway. Returns the volumes recovered.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<string, ResyncReport>> RecoverAtStartAsync(CancellationToken cancellation = default)
+    {
+        var done = new Dictionary<string, ResyncReport>(StringComparer.Ordinal);
+        foreach (var info in await ListAsync(cancellation))
+        {
+            var name = info.Descriptor.Name;
+            if (info.Status != VolumeStatus.Active)
+            {
+                continue;
+            }
+
+            var absent = info.Descriptor.Legs
+                .Where(l => l.State == LegState.InSync)
+                .Select(l => (Leg: l, Probe: Persistence.Disk.LegProbe.Read(l.Path, info.Descriptor.VolumeId, l.LegId)))
+                .FirstOrDefault(p => !p.Probe.IsOk);
+            if (absent.Probe is not null)
+            {
+                _logger.LogWarning("Volume {Volume}: crash recovery left to the first open: leg {LegId} not present at {Path} ({Reason})",
+                    name, absent.Leg.LegId, absent.Leg.Path, absent.Probe.Reason);
+                continue;
+            }
+
+            try
+            {
+                if (await RecoverClosedAsync(info, cancellation) is { } report)
+                {
+                    done[name] = report;
+                }
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _logger.LogError("Volume {Volume}: crash recovery at node start failed (it runs again at the first open): {Reason}", name, e.Message);
+            }
+        }
+
+        return done;
+    }
+
+    private async Task<ResyncReport?> RecoverClosedAsync(VolumeInfo info, CancellationToken cancellation)
+    {
+        var name = info.Descriptor.Name;
+        var gate = Gate(name);
+        await gate.WaitAsync(cancellation);
+        try
+        {
+            lock (_lock)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                if (_open.ContainsKey(name))
+                {
+                    return null; // a client was faster: the open recovered it
+                }
+            }
+
+            var device = await MirrorVolume.OpenAsync(info.Descriptor, NodeSlot, new EntityVolumeEvents(this, name), _loggers.CreateLogger("Lockstep.Volumes." + name),
+                new MirrorVolumeOptions { Cache = info.Cache }, cancellation);
+            var report = device.Recovery;
+            await device.DisposeAsync();
+            Record(name, new LocalRecovery(report, RecoveryTrigger.Start));
+            _logger.LogInformation("Volume {Volume}: crash recovery at node start (slot {Slot}, generation {Generation}): {Chunks} chunk(s) resynced after the last crash ({Bytes} bytes, {Elapsed} ms)",
+                name, NodeSlot, info.Descriptor.Generation, report.ChunksResynced, report.Bytes, (long)report.Elapsed.TotalMilliseconds);
+            return report;
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    private void Record(string name, LocalRecovery recovery)
+    {
+        lock (_lock)
+        {
+            // An open after a start recovery normally finds nothing; keep what the start did unless the open did more.
+            if (recovery.Trigger == RecoveryTrigger.Start || recovery.Report.ChunksResynced > 0 || !_recoveries.ContainsKey(name))
+            {
+                _recoveries[name] = recovery;
+            }
         }
     }
 
@@ -201,8 +308,9 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
             var device = await MirrorVolume.OpenAsync(info.Descriptor, NodeSlot, events, _loggers.CreateLogger("Lockstep.Volumes." + name),
                 new MirrorVolumeOptions { Cache = info.Cache }, cancellation);
             var report = device.Recovery;
-            _logger.LogInformation("Volume {Volume} open on this node (slot {Slot}, generation {Generation}): {Chunks} chunk(s) resynced after the last crash ({Bytes} bytes, {Elapsed} ms)",
-                name, NodeSlot, info.Descriptor.Generation, report.ChunksResynced, report.Bytes, (long)report.Elapsed.TotalMilliseconds);
+            Record(name, new LocalRecovery(report, RecoveryTrigger.Open));
+            _logger.LogInformation("Volume {Volume} open on this node (slot {Slot}, generation {Generation}, cache {Cache}): {Chunks} chunk(s) resynced after the last crash ({Bytes} bytes, {Elapsed} ms)",
+                name, NodeSlot, info.Descriptor.Generation, VolumeState.CacheModeName(info.Cache), report.ChunksResynced, report.Bytes, (long)report.Elapsed.TotalMilliseconds);
             var open = new OpenVolume(device);
             lock (_lock)
             {
@@ -322,7 +430,19 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
 
     /// <summary>Deletes the volume after closing it on this node.</summary>
     public Task<IVolumeProtocol> DeleteAsync(string name, CancellationToken cancellation = default) =>
-        WithVolumeClosedAsync(name, ct => SendAsync(new DeleteVolume(name), ct), reopen: false, cancellation);
+        WithVolumeClosedAsync(name, async ct =>
+        {
+            var reply = await SendAsync(new DeleteVolume(name), ct);
+            if (reply is VolumeInfo { Status: VolumeStatus.Absent })
+            {
+                lock (_lock)
+                {
+                    _recoveries.Remove(name);
+                }
+            }
+
+            return reply;
+        }, reopen: false, cancellation);
 
     /// <summary>Takes a leg out of the mirror; the local device is re-opened so it stops writing the leg.</summary>
     public Task<IVolumeProtocol> FailLegAsync(string name, Guid legId, string reason, CancellationToken cancellation = default) =>

@@ -185,7 +185,7 @@ public static class VolumeEndpoints
     };
 
     private static VolumeView View(VolumeCatalog catalog, VolumeInfo info) =>
-        VolumeView.From(info, catalog.LocalUse(info.Descriptor.Name), catalog.LocalRecovery(info.Descriptor.Name), catalog.LocalCacheMode(info.Descriptor.Name));
+        VolumeView.From(info, catalog.LocalUse(info.Descriptor.Name), catalog.LocalRecoveryOf(info.Descriptor.Name), catalog.LocalCacheMode(info.Descriptor.Name));
 
     private static async Task<IResult> Guarded(Func<Task<IResult>> handler)
     {

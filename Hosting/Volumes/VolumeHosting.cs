@@ -37,7 +37,8 @@ public static class VolumeHosting
 }
 
 /// <summary>
-/// Start and stop of the volume subsystem: once this node is a cluster member it reads the export list and, with
+/// Start and stop of the volume subsystem: once this node is a cluster member it reads the export list, runs crash
+/// recovery for every volume whose legs are present (<see cref="VolumeCatalog.RecoverAtStartAsync"/>) and, with
 /// <c>Lockstep:Nbd:DemoVolume</c> (<c>serve --demo</c>), creates the <c>demo</c> volume if absent, opens it (crash
 /// recovery runs here) and prints its NBD URL on stdout. On stop every open volume is closed cleanly.
 /// </summary>
@@ -60,6 +61,15 @@ internal sealed class VolumeStartup(IServiceProvider services, VolumeCatalog cat
             {
                 await up.Task.WaitAsync(_stopping.Token);
                 await catalog.RefreshAsync(_stopping.Token);
+                try
+                {
+                    await catalog.RecoverAtStartAsync(_stopping.Token);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    logger.LogError("Crash recovery at node start did not run ({Reason}); it runs at each volume's first open", e.Message);
+                }
+
                 if (options.Nbd.DemoVolume)
                 {
                     await EnsureDemoAsync(_stopping.Token);
@@ -104,7 +114,7 @@ internal sealed class VolumeStartup(IServiceProvider services, VolumeCatalog cat
             ?? throw new InvalidOperationException($"volume '{DemoName}' vanished while opening");
         await catalog.RefreshAsync(cancellation);
         var host = options.Nbd.Host is "0.0.0.0" or "*" or "::" ? "127.0.0.1" : options.Nbd.Host;
-        logger.LogInformation("Demo volume ready: {Chunks} chunk(s) resynced at open", device.Recovery.ChunksResynced);
+        logger.LogInformation("Demo volume ready: {Chunks} chunk(s) resynced after the last crash", catalog.LocalRecoveryOf(DemoName)?.Report.ChunksResynced ?? device.Recovery.ChunksResynced);
         await Console.Out.WriteLineAsync($"nbd://{host}:{options.Nbd.Port}/{DemoName}");
         await Console.Out.FlushAsync(cancellation);
     }

@@ -31,22 +31,23 @@ public sealed record VolumeView(string Name, Guid VolumeId, string Status, long 
     IReadOnlyList<LegView> Legs, string? Pending, bool OpenHere, int Connections, RecoveryView? Recovery = null, string Cache = "direct", string? CacheOpen = null)
 {
     /// <summary>Builds the view of a volume.</summary>
-    public static VolumeView From(VolumeInfo info, (bool Open, int Leases) use, ResyncReport? recovery = null, VolumeCacheMode? cacheOpen = null)
+    public static VolumeView From(VolumeInfo info, (bool Open, int Leases) use, LocalRecovery? recovery = null, VolumeCacheMode? cacheOpen = null)
     {
         var d = info.Descriptor;
         return new VolumeView(d.Name, d.VolumeId, VolumeJson.Camel(info.Status.ToString()), d.Geometry.SizeBytes, d.Geometry.ChunkSizeBytes, d.Geometry.MaxNodes,
             d.Generation, d.Legs.Select(l => new LegView(l.LegId, l.Path, VolumeJson.Camel(l.State.ToString()))).ToArray(), info.Pending, use.Open, use.Leases,
-            recovery is null ? null : new RecoveryView(recovery.ChunksResynced, recovery.Bytes, (long)recovery.Elapsed.TotalMilliseconds, recovery.SourceLegId),
+            recovery is not { Report: var r } ? null : new RecoveryView(r.ChunksResynced, r.Bytes, (long)r.Elapsed.TotalMilliseconds, r.SourceLegId, VolumeJson.Camel(recovery.Trigger.ToString())),
             VolumeState.CacheModeName(info.Cache), cacheOpen is { } open ? VolumeState.CacheModeName(open) : null);
     }
 }
 
-/// <summary>What crash recovery did when the volume was opened on this node: dirty chunks of this node's bitmap slot copied.</summary>
+/// <summary>What crash recovery did on this node (at its start, or at the volume's first open): dirty chunks of this node's bitmap slot copied.</summary>
 /// <param name="ChunksResynced">Chunks copied from the source leg to the others.</param>
 /// <param name="Bytes">Bytes copied.</param>
 /// <param name="ElapsedMs">How long it took.</param>
 /// <param name="SourceLegId">Leg the chunks were copied from (empty when nothing was dirty).</param>
-public sealed record RecoveryView(long ChunksResynced, long Bytes, long ElapsedMs, Guid SourceLegId);
+/// <param name="Trigger">"start" (node start) or "open" (first open on the node).</param>
+public sealed record RecoveryView(long ChunksResynced, long Bytes, long ElapsedMs, Guid SourceLegId, string Trigger = "open");
 
 /// <summary><c>GET /v1/volumes</c>.</summary>
 /// <param name="Volumes">Every volume, by name.</param>

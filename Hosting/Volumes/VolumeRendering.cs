@@ -46,7 +46,7 @@ public static class VolumeRendering
         grid.AddRow("On this node", v.OpenHere ? $"open, {v.Connections} NBD connection(s)" : "not open");
         if (v.Recovery is { } r)
         {
-            grid.AddRow("Crash recovery", $"{r.ChunksResynced} chunk(s) resynced ({SizeText.Format(r.Bytes)}, {r.ElapsedMs} ms)");
+            grid.AddRow("Crash recovery", $"{r.ChunksResynced} chunk(s) resynced at {(r.Trigger == "start" ? "node start" : "first open")} ({SizeText.Format(r.Bytes)}, {r.ElapsedMs} ms)");
         }
         if (v.Pending is not null)
         {
