@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Text.Json;
 using Lockstep.Actors.BlockIo;
+using Lockstep.Contracts.Volumes;
 using Xunit;
 using Xunit.Abstractions;
 using static Lockstep.Actors.Tests.BlockIo.VolumeTestKit;
@@ -19,8 +20,10 @@ public sealed class CrashRecoveryTests(ITestOutputHelper output) : IDisposable
     /// are resynced (some, not all), every write acknowledged before the last FLUSH it reported is there, and the
     /// legs are identical.
     /// </summary>
-    [Fact]
-    public async Task After_SIGKILL_mid_write_the_dirty_chunks_are_resynced_and_flushed_writes_survive()
+    [Theory]
+    [InlineData(VolumeCacheMode.Direct)]
+    [InlineData(VolumeCacheMode.Writeback)]
+    public async Task After_SIGKILL_mid_write_the_dirty_chunks_are_resynced_and_flushed_writes_survive(VolumeCacheMode cache)
     {
         const int seed = 4242;
         const int killAfterRound = 8;
@@ -30,7 +33,7 @@ public sealed class CrashRecoveryTests(ITestOutputHelper output) : IDisposable
 
         var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
         var start = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in new[] { "exec", typeof(CrashWriter).Assembly.Location, CrashWriter.Mode, descriptorFile, seed.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+        foreach (var arg in new[] { "exec", typeof(CrashWriter).Assembly.Location, CrashWriter.Mode, descriptorFile, seed.ToString(System.Globalization.CultureInfo.InvariantCulture), cache.ToString() })
         {
             start.ArgumentList.Add(arg);
         }
@@ -70,7 +73,7 @@ public sealed class CrashRecoveryTests(ITestOutputHelper output) : IDisposable
         var dirtyOnDisk = (await BitsOnDiskAsync(descriptor.Legs[0].Path, descriptor.Geometry)).Count;
         Assert.True(dirtyOnDisk > 0, "the killed writer left no dirty bits");
 
-        var (volume, _) = await OpenAsync(descriptor);
+        var (volume, _) = await OpenAsync(descriptor, options: new MirrorVolumeOptions { Cache = cache });
         await using (volume)
         {
             var report = volume.Recovery;

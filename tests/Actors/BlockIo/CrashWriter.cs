@@ -14,12 +14,12 @@ public static class TestProgram
 {
     public static async Task<int> Main(string[] args)
     {
-        if (args.Length == 3 && args[0] == CrashWriter.Mode)
+        if (args.Length == 4 && args[0] == CrashWriter.Mode && Enum.TryParse<VolumeCacheMode>(args[3], out var cache))
         {
-            return await CrashWriter.RunAsync(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
+            return await CrashWriter.RunAsync(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture), cache);
         }
 
-        await Console.Error.WriteLineAsync($"usage: {CrashWriter.Mode} DESCRIPTOR.json SEED");
+        await Console.Error.WriteLineAsync($"usage: {CrashWriter.Mode} DESCRIPTOR.json SEED Direct|Writeback");
         return 2;
     }
 }
@@ -35,12 +35,12 @@ public static class CrashWriter
     public const int BlocksPerRound = 32;
     public const int Block = 4096;
 
-    public static async Task<int> RunAsync(string descriptorFile, int seed)
+    public static async Task<int> RunAsync(string descriptorFile, int seed, VolumeCacheMode cache)
     {
         var descriptor = JsonSerializer.Deserialize<VolumeDescriptor>(await File.ReadAllTextAsync(descriptorFile))!;
         // Bits stay set for the life of the process: the crash must leave dirty chunks behind.
         var volume = await MirrorVolume.OpenAsync(descriptor, 0, NoVolumeEvents.Instance, NullLogger.Instance,
-            new MirrorVolumeOptions { BitmapClearDelay = TimeSpan.FromHours(1) });
+            new MirrorVolumeOptions { BitmapClearDelay = TimeSpan.FromHours(1), Cache = cache });
         var blocks = descriptor.Geometry.SizeBytes / Block;
         for (var round = 1; ; round++)
         {

@@ -122,8 +122,39 @@ public sealed class TestLeg(ILegDevice inner) : ILegDevice
         await inner.WriteAsync(offset, buffer, cancellation).ConfigureAwait(false);
     }
 
-    public ValueTask FlushAsync(CancellationToken cancellation = default) =>
-        FailWrites ? ValueTask.FromException(new IOException("injected flush error (EIO)")) : inner.FlushAsync(cancellation);
+    public ValueTask FlushAsync(CancellationToken cancellation = default)
+    {
+        Interlocked.Increment(ref _flushes);
+        return FailWrites ? ValueTask.FromException(new IOException("injected flush error (EIO)")) : inner.FlushAsync(cancellation);
+    }
+
+    private int _flushes;
+
+    /// <summary>fdatasyncs of the whole leg asked for so far.</summary>
+    public int Flushes => Volatile.Read(ref _flushes);
+
+    /// <summary>Offsets of the durable (FUA) writes, in order.</summary>
+    public ConcurrentQueue<long> DurableWrites { get; } = new();
+
+    /// <summary>Passes a durable write on as one (a buffered leg syncs its range only), after the same hold and failure checks as a write.</summary>
+    public async ValueTask WriteDurableAsync(long offset, ReadOnlyMemory<byte> buffer, CancellationToken cancellation = default)
+    {
+        if (FailWrites)
+        {
+            throw new IOException("injected write error (EIO)");
+        }
+
+        if (_hold is { } hold && hold(offset, buffer.Length))
+        {
+            var release = _release.Task;
+            HeldArrived.TrySetResult(offset);
+            await release.ConfigureAwait(false);
+        }
+
+        Writes.Enqueue(offset);
+        DurableWrites.Enqueue(offset);
+        await inner.WriteDurableAsync(offset, buffer, cancellation).ConfigureAwait(false);
+    }
 
     public ValueTask ZeroAsync(long offset, long length, bool mayPunchHole, CancellationToken cancellation = default) =>
         FailWrites ? ValueTask.FromException(new IOException("injected zero error (EIO)")) : inner.ZeroAsync(offset, length, mayPunchHole, cancellation);

@@ -143,7 +143,7 @@ public sealed class VolumeEntityTests : Akka.TestKit.Xunit2.TestKit, IDisposable
         await EventuallyAsync("waiting for the snapshot taken after the 4th event", async () =>
         {
             var loaded = await store.Ask<LoadSnapshotResult>(new LoadSnapshot(VolumeEntity.PersistenceIdFor("snap"), SnapshotSelectionCriteria.Latest, long.MaxValue), Wait);
-            var snapshot = Assert.IsType<VolumeSnapshot>(loaded.Snapshot?.Snapshot);
+            var snapshot = Assert.IsType<VolumeSnapshotWithCache>(loaded.Snapshot?.Snapshot).Core;
             Assert.Equal(2, snapshot.Descriptor!.Legs.Count);
         });
 
@@ -151,6 +151,90 @@ public sealed class VolumeEntityTests : Akka.TestKit.Xunit2.TestKit, IDisposable
         var again = await AskAsync<VolumeInfo>(Start("snap", snapshotEvery: 2), new GetVolume("snap"));
         Assert.Equal(last.Descriptor.Generation, again.Descriptor.Generation);
         Assert.Equal(last.Descriptor.Legs, again.Descriptor.Legs);
+    }
+
+    [Fact]
+    public async Task The_cache_mode_survives_restarts_with_and_without_a_snapshot()
+    {
+        var entity = Start("wb", snapshotEvery: 100);
+        var created = await AskAsync<VolumeInfo>(entity, Create("wb", "a.leg", "b.leg") with { Cache = VolumeCacheMode.Writeback });
+        Assert.Equal(VolumeCacheMode.Writeback, created.Cache);
+        await StopAsync(entity);
+
+        entity = Start("wb", snapshotEvery: 1);
+        Assert.Equal(VolumeCacheMode.Writeback, (await AskAsync<VolumeInfo>(entity, new GetVolume("wb"))).Cache);
+        var changed = await AskAsync<VolumeInfo>(entity, new SetVolumeCacheMode("wb", VolumeCacheMode.Direct));
+        Assert.Equal(VolumeCacheMode.Direct, changed.Cache);
+        Assert.Equal(created.Descriptor.Generation + 1, changed.Descriptor.Generation);
+        var store = Akka.Persistence.Persistence.Instance.Apply(Sys).SnapshotStoreFor(null);
+        await EventuallyAsync("waiting for the snapshot taken after the cache change", async () =>
+        {
+            var loaded = await store.Ask<LoadSnapshotResult>(new LoadSnapshot(VolumeEntity.PersistenceIdFor("wb"), SnapshotSelectionCriteria.Latest, long.MaxValue), Wait);
+            Assert.Equal(VolumeCacheMode.Direct, Assert.IsType<VolumeSnapshotWithCache>(loaded.Snapshot?.Snapshot).Cache);
+        });
+        await StopAsync(entity);
+
+        var again = await AskAsync<VolumeInfo>(Start("wb", snapshotEvery: 1), new GetVolume("wb"));
+        Assert.Equal(VolumeCacheMode.Direct, again.Cache);
+        Assert.Equal(changed.Descriptor.Generation, again.Descriptor.Generation);
+    }
+
+    [Fact]
+    public async Task A_journal_and_a_snapshot_written_before_cache_modes_load_as_direct()
+    {
+        var id = Guid.NewGuid();
+        var legs = new[] { new LegDescriptor(Guid.NewGuid(), _dir.File("old-a.leg"), LegState.InSync) };
+        var geometry = new VolumeGeometry(Size, 1 << 20, 4);
+        // What an older node persisted: the intent and the commit, no cache event.
+        var writer = Sys.ActorOf(Props.Create(() => new OldVersionWriter(VolumeEntity.PersistenceIdFor("old"),
+            new IVolumeEvent[] { new VolumeCreationStarted("old", id, geometry, legs), new VolumeCreated(id) }, null)));
+        await writer.Ask<string>("write", Wait);
+        await StopAsync(writer);
+
+        var fromJournal = await AskAsync<VolumeInfo>(Start("old"), new GetVolume("old"));
+        Assert.Equal(VolumeStatus.Active, fromJournal.Status);
+        Assert.Equal(VolumeCacheMode.Direct, fromJournal.Cache);
+
+        // And an old snapshot type on its own.
+        var descriptor = new VolumeDescriptor("olds", Guid.NewGuid(), geometry, legs, 7);
+        var snapshotWriter = Sys.ActorOf(Props.Create(() => new OldVersionWriter(VolumeEntity.PersistenceIdFor("olds"), Array.Empty<IVolumeEvent>(),
+            new VolumeSnapshot(VolumeStatus.Active, descriptor, 7, null))));
+        await snapshotWriter.Ask<string>("write", Wait);
+        await StopAsync(snapshotWriter);
+
+        var fromSnapshot = await AskAsync<VolumeInfo>(Start("olds"), new GetVolume("olds"));
+        Assert.Equal(VolumeCacheMode.Direct, fromSnapshot.Cache);
+        Assert.Equal(7, fromSnapshot.Descriptor.Generation);
+    }
+
+    /// <summary>Persists events (and a snapshot) under a persistence id as an older version of the entity would have.</summary>
+    private sealed class OldVersionWriter : ReceivePersistentActor
+    {
+        public OldVersionWriter(string persistenceId, IVolumeEvent[] events, VolumeSnapshot? snapshot)
+        {
+            PersistenceId = persistenceId;
+            Command<string>(_ =>
+            {
+                var replyTo = Sender;
+                if (snapshot is not null)
+                {
+                    SaveSnapshot(snapshot);
+                    Become(() => Command<SaveSnapshotSuccess>(_ => replyTo.Tell("done")));
+                    return;
+                }
+
+                var left = events.Length;
+                PersistAll(events, _ =>
+                {
+                    if (--left == 0)
+                    {
+                        replyTo.Tell("done");
+                    }
+                });
+            });
+        }
+
+        public override string PersistenceId { get; }
     }
 
     [Fact]

@@ -116,9 +116,33 @@ public sealed class VolumeCliTests
             }
         });
 
-        var recovered = Render(View("vm1", "inSync", "inSync") with { Recovery = new RecoveryView(3, 3 << 20, 41, Guid.NewGuid()) });
-        Assert.Contains("3 chunk(s) resynced at open (3 MiB, 41 ms)", recovered.Split('\n').Single(l => l.Contains("Crash recovery")));
+        var recovered = Render(View("vm1", "inSync", "inSync") with { Recovery = new RecoveryView(3, 3 << 20, 41, Guid.NewGuid(), "open") });
+        Assert.Contains("3 chunk(s) resynced at first open (3 MiB, 41 ms)", recovered.Split('\n').Single(l => l.Contains("Crash recovery")));
+        var atStart = Render(View("vm1", "inSync", "inSync") with { Recovery = new RecoveryView(5, 5 << 20, 12, Guid.NewGuid(), "start") });
+        Assert.Contains("5 chunk(s) resynced at node start (5 MiB, 12 ms)", atStart.Split('\n').Single(l => l.Contains("Crash recovery")));
         Assert.DoesNotContain("Crash recovery", Render(View("vm1", "inSync", "inSync")));
+    }
+
+    [Fact]
+    public void Show_and_list_give_the_cache_mode_and_a_pending_change_of_an_open_volume()
+    {
+        string Render(VolumeView view) => VolumeRendering.ToText(c =>
+        {
+            foreach (var part in VolumeRendering.Show(view))
+            {
+                c.Write(part);
+            }
+        });
+
+        string CacheLine(string text) => text.Split('\n').Single(l => l.TrimStart().StartsWith("Cache", StringComparison.Ordinal));
+        Assert.EndsWith(" direct", CacheLine(Render(View("vm1", "inSync"))).TrimEnd());
+        var same = CacheLine(Render(View("vm1", "inSync") with { Cache = "writeback", CacheOpen = "writeback" })).TrimEnd();
+        Assert.EndsWith(" writeback", same);
+        Assert.DoesNotContain("open here", same);
+        Assert.Contains("writeback (open here as direct; applies at the next open)", CacheLine(Render(View("vm1", "inSync") with { Cache = "writeback", CacheOpen = "direct" })));
+
+        var list = VolumeRendering.ToText(c => c.Write(VolumeRendering.ListTable(new VolumeListView([View("vm1", "inSync") with { Cache = "writeback" }]))));
+        Assert.Contains("writeback", list.Split('\n').Single(l => l.Contains("vm1")));
     }
 
     [Fact]
