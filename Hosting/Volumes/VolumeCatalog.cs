@@ -452,6 +452,26 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
     public Task<IVolumeProtocol> RemoveLegAsync(string name, Guid legId, CancellationToken cancellation = default) =>
         ChangeLegsAsync(name, new RemoveLeg(name, legId), cancellation);
 
+    /// <summary>
+    /// Changes the cache mode. A volume open here without connections is closed and re-opened in the new mode at
+    /// once; one in use keeps its mode until it is re-opened (the reply's pending note says so).
+    /// </summary>
+    public async Task<IVolumeProtocol> SetCacheModeAsync(string name, VolumeCacheMode cache, CancellationToken cancellation = default)
+    {
+        var command = new SetVolumeCacheMode(name, cache);
+        try
+        {
+            return await WithVolumeClosedAsync(name, ct => SendAsync(command, ct), reopen: true, cancellation);
+        }
+        catch (VolumeInUseException)
+        {
+            var reply = await SendAsync(command, cancellation);
+            return reply is VolumeInfo info
+                ? info with { Pending = $"in use on this node: the open device switches to {VolumeState.CacheModeName(cache)} when it is re-opened" }
+                : reply;
+        }
+    }
+
     private async Task<IVolumeProtocol> ChangeLegsAsync(string name, IVolumeCommand command, CancellationToken cancellation)
     {
         try

@@ -98,7 +98,7 @@ public static class VolumeEndpoints
             }
 
             return VolumeState.ParseCacheMode(body.Value.Cache) is { } cache
-                ? Reply(catalog, await catalog.SendAsync(new SetVolumeCacheMode(name, cache), ct))
+                ? Reply(catalog, await catalog.SetCacheModeAsync(name, cache, ct))
                 : Error(VolumeError.Invalid, CacheModeError(body.Value.Cache));
         }));
 

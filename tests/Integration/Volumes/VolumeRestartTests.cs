@@ -100,6 +100,69 @@ public sealed class VolumeRestartTests : IDisposable
     }
 
     [Fact]
+    public async Task The_cache_mode_is_chosen_changed_and_kept_across_a_restart_and_recovery_runs_at_start()
+    {
+        var legA = Path.Combine(_data, "legs", "wb-a.leg");
+        var legB = Path.Combine(_data, "legs", "wb-b.leg");
+        var (node, http, httpPort) = await StartAsync(_data);
+        Task<ProcessOutcome> Cli(int port, params string[] args) => ChildProcess.RunAsync(Repo.Lockstep, [.. args, "--node", $"127.0.0.1:{port}"], TimeSpan.FromSeconds(60));
+        await using (node)
+        using (http)
+        {
+            var created = await Cli(httpPort, "volume", "create", "wb", "--size", "16M", "--chunk", "64K", "--cache", "writeback", "--leg", legA, "--leg", legB);
+            Assert.True(created.ExitCode == 0, created.ToString());
+            Assert.Contains("writeback", created.Stdout.Split('\n').Single(l => l.TrimStart().StartsWith("Cache", StringComparison.Ordinal)));
+
+            var badCli = await Cli(httpPort, "volume", "create", "bad", "--size", "16M", "--cache", "none", "--leg", Path.Combine(_data, "legs", "bad.leg"));
+            Assert.Equal(2, badCli.ExitCode);
+            Assert.Contains("--cache: 'none' is neither direct nor writeback", badCli.Stderr);
+            using (var badHttp = await http.PostAsJsonAsync("v1/volumes", new { name = "bad", size = "16M", legs = new[] { Path.Combine(_data, "legs", "bad.leg") }, cache = "sometimes" }))
+            {
+                Assert.Equal(HttpStatusCode.BadRequest, badHttp.StatusCode);
+                Assert.Contains("cache mode 'sometimes' is unknown", await badHttp.Content.ReadAsStringAsync());
+            }
+
+            var list = await Cli(httpPort, "volume", "list");
+            Assert.Contains("writeback", list.Stdout.Split('\n').Single(l => l.Contains("wb")));
+
+            var noChange = await Cli(httpPort, "volume", "set", "wb");
+            Assert.Equal(2, noChange.ExitCode);
+            var set = await Cli(httpPort, "volume", "set", "wb", "--cache", "direct", "--json");
+            Assert.True(set.ExitCode == 0, set.ToString());
+            using var setDoc = JsonDocument.Parse(set.Stdout);
+            Assert.Equal("direct", setDoc.RootElement.GetProperty("cache").GetString());
+            Assert.Equal(2, setDoc.RootElement.GetProperty("generation").GetInt64());
+
+            Assert.Equal(0, Signal.Kill(node.Id, 9));
+            await node.WaitAsync(TimeSpan.FromSeconds(20), "the SIGKILLed node to exit");
+        }
+
+        var (again, http2, httpPort2) = await StartAsync(_data);
+        await using (again)
+        using (http2)
+        {
+            // Recovery runs at start for every volume whose legs are present, opened by a client or not.
+            JsonElement shown = default;
+            await Eventually.UntilAsync("crash recovery at node start to be reported for 'wb'", TimeSpan.FromSeconds(60), async () =>
+            {
+                using var response = await http2.GetAsync("v1/volumes/wb");
+                var text = await response.Content.ReadAsStringAsync();
+                shown = JsonDocument.Parse(text).RootElement.Clone();
+                return (shown.TryGetProperty("recovery", out var r) && r.ValueKind == JsonValueKind.Object, text);
+            });
+            Assert.Equal("start", shown.GetProperty("recovery").GetProperty("trigger").GetString());
+            Assert.Equal(0, shown.GetProperty("recovery").GetProperty("chunksResynced").GetInt64());
+            Assert.Equal("direct", shown.GetProperty("cache").GetString());
+            Assert.Equal(2, shown.GetProperty("generation").GetInt64());
+            Assert.False(shown.GetProperty("openHere").GetBoolean());
+            Assert.Contains("Volume wb: crash recovery at node start (slot 0, generation 2): 0 chunk(s) resynced", again.Outcome(-1).Stdout + again.Outcome(-1).Stderr);
+
+            var show = await Cli(httpPort2, "volume", "show", "wb");
+            Assert.Contains("0 chunk(s) resynced at node start", show.Stdout);
+        }
+    }
+
+    [Fact]
     public async Task Serve_demo_prints_the_nbd_url_and_verify_finds_identical_legs()
     {
         var ports = FreePorts.Take(3);
