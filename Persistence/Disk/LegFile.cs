@@ -148,8 +148,51 @@ public sealed class LegFile : ILegDevice
         Length = length;
     }
 
+    /// <summary>
+    /// Reads <paramref name="buffer"/> completely. A buffered leg first tries <c>preadv2(RWF_NOWAIT)</c> on the calling
+    /// thread: what the page cache holds is copied at once, without the thread-pool hop a blocking read needs; only
+    /// what is not cached (EAGAIN) goes to a pool thread. O_DIRECT legs always take the pool thread (every read
+    /// waits for the disk).
+    /// </summary>
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellation = default)
+    {
+        var cached = DirectIo || _noWaitUnsupported ? 0 : ReadCached(offset, buffer.Span);
+        return cached == buffer.Length ? ValueTask.CompletedTask : ReadBlockingAsync(offset + cached, buffer[cached..], cancellation);
+    }
+
+    private volatile bool _noWaitUnsupported;
+
+    /// <summary>Bytes read from the page cache without blocking, from <paramref name="offset"/> on (0 when nothing is cached).</summary>
+    private unsafe int ReadCached(long offset, Span<byte> buffer)
+    {
+        var done = 0;
+        fixed (byte* start = buffer)
+        {
+            while (done < buffer.Length)
+            {
+                var vector = new Libc.IoVec { Base = start + done, Length = (nuint)(buffer.Length - done) };
+                var read = Libc.PReadV2(_handle, &vector, 1, offset + done, Libc.RWF_NOWAIT);
+                if (read > 0)
+                {
+                    done += (int)read;
+                    continue;
+                }
+
+                if (read < 0 && Libc.Errno is Libc.EOPNOTSUPP or Libc.EINVAL or Libc.ENOSYS)
+                {
+                    _noWaitUnsupported = true; // kernel or filesystem without RWF_NOWAIT reads: stop trying
+                }
+
+                // EAGAIN (not cached), end of file or an error: the blocking read finishes the job and reports problems.
+                break;
+            }
+        }
+
+        return done;
+    }
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellation = default)
+    private async ValueTask ReadBlockingAsync(long offset, Memory<byte> buffer, CancellationToken cancellation)
     {
         var done = 0;
         while (done < buffer.Length)

@@ -14,7 +14,8 @@ internal static partial class Libc
     public const int FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2, FALLOC_FL_ZERO_RANGE = 0x10;
     public const int SEEK_END = 2, SEEK_DATA = 3, SEEK_HOLE = 4;
     public const int ENXIO = 6, EINVAL = 22, ENOTTY = 25, ENOSYS = 38, EOPNOTSUPP = 95;
-    public const int POSIX_FADV_DONTNEED = 4, RWF_DSYNC = 2;
+    public const int POSIX_FADV_DONTNEED = 4, RWF_DSYNC = 2, RWF_NOWAIT = 8;
+    public const int EAGAIN = 11;
     public const uint BLKGETSIZE64 = 0x80081272, BLKZEROOUT = 0x127F, BLKSSZGET = 0x1268;
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
@@ -26,6 +27,9 @@ internal static partial class Libc
     /// <summary>Returns the error number itself (0 on success), not -1 and errno.</summary>
     [LibraryImport("libc", EntryPoint = "posix_fadvise")]
     public static partial int PosixFAdvise(SafeFileHandle fd, long offset, long length, int advice);
+
+    [LibraryImport("libc", EntryPoint = "preadv2", SetLastError = true)]
+    public static unsafe partial nint PReadV2(SafeFileHandle fd, IoVec* iov, int count, long offset, int flags);
 
     [LibraryImport("libc", EntryPoint = "pwritev2", SetLastError = true)]
     public static unsafe partial nint PWriteV2(SafeFileHandle fd, IoVec* iov, int count, long offset, int flags);

@@ -124,7 +124,7 @@ public sealed class NbdOnVolumeTests(ITestOutputHelper output) : IDisposable
         int killedPid;
         {
             await using var node = await Node.StartAsync(_data, StartTimeout);
-            await node.CreateVolumeAsync("crash", "32M", chunk, cache, Path.Combine(_data, "legs", "crash-a.leg"), Path.Combine(_data, "legs", "crash-b.leg"));
+            await node.CreateVolumeWithCacheAsync("crash", "32M", chunk, cache, Path.Combine(_data, "legs", "crash-a.leg"), Path.Combine(_data, "legs", "crash-b.leg"));
             Assert.Equal(cache, (await node.ShowAsync("crash")).GetProperty("cache").GetString());
             await using var client = await RawNbdClient.ConnectAsync(node.NbdPort);
             await client.HandshakeAsync("crash");
@@ -294,9 +294,9 @@ public sealed class NbdOnVolumeTests(ITestOutputHelper output) : IDisposable
 
         public string Uri(string volume) => $"nbd://127.0.0.1:{NbdPort}/{volume}";
 
-        public Task CreateVolumeAsync(string name, string size, int chunk, params string[] legs) => CreateVolumeAsync(name, size, chunk, "direct", legs);
+        public Task CreateVolumeAsync(string name, string size, int chunk, params string[] legs) => CreateVolumeWithCacheAsync(name, size, chunk, "direct", legs);
 
-        public async Task CreateVolumeAsync(string name, string size, int chunk, string cache, params string[] legs)
+        public async Task CreateVolumeWithCacheAsync(string name, string size, int chunk, string cache, params string[] legs)
         {
             using var created = await Http.PostAsJsonAsync("v1/volumes", new { name, size, chunkSizeBytes = chunk, legs, cache });
             var body = await created.Content.ReadAsStringAsync();

@@ -119,7 +119,8 @@ public sealed class VolumeRestartTests : IDisposable
             using (var badHttp = await http.PostAsJsonAsync("v1/volumes", new { name = "bad", size = "16M", legs = new[] { Path.Combine(_data, "legs", "bad.leg") }, cache = "sometimes" }))
             {
                 Assert.Equal(HttpStatusCode.BadRequest, badHttp.StatusCode);
-                Assert.Contains("cache mode 'sometimes' is unknown", await badHttp.Content.ReadAsStringAsync());
+                using var error = JsonDocument.Parse(await badHttp.Content.ReadAsStringAsync());
+                Assert.Equal("cache mode 'sometimes' is unknown; use direct or writeback", error.RootElement.GetProperty("message").GetString());
             }
 
             var list = await Cli(httpPort, "volume", "list");

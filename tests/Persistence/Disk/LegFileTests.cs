@@ -124,6 +124,48 @@ public sealed class LegFileTests : IDisposable
     }
 
     [Fact]
+    public async Task A_buffered_leg_reads_cached_pages_inline_and_the_rest_from_the_disk()
+    {
+        var path = _dir.File("wb.img");
+        LegFile.OpenOrCreate(path, 4 << 20).Dispose();
+        using var leg = LegFile.Open(path, writable: true, direct: false);
+        Assert.False(leg.DirectIo);
+        var buffer = _pool.Rent(3 * 4096);
+        try
+        {
+            var expected = new byte[3 * 4096];
+            Random.Shared.NextBytes(expected);
+            expected.CopyTo(buffer.All.Span);
+            await leg.WriteDurableAsync(65536, buffer.All[..expected.Length]);
+
+            // Just written: in the page cache, so the read completes on this thread (RWF_NOWAIT), with no pool hop.
+            buffer.All.Span.Clear();
+            var cached = leg.ReadAsync(65536, buffer.All[..expected.Length]);
+            Assert.True(cached.IsCompletedSuccessfully, "a read of cached pages should complete inline");
+            await cached;
+            Assert.Equal(expected, buffer.All.Span[..expected.Length].ToArray());
+
+            // Nothing cached, then only the first block cached: the uncached part comes from the disk, all of it correct.
+            leg.DropCachedPages();
+            buffer.All.Span.Clear();
+            await leg.ReadAsync(65536, buffer.All[..expected.Length]);
+            Assert.Equal(expected, buffer.All.Span[..expected.Length].ToArray());
+            leg.DropCachedPages();
+            await leg.ReadAsync(65536, buffer.All[..4096]);
+            buffer.All.Span.Clear();
+            await leg.ReadAsync(65536, buffer.All[..expected.Length]);
+            Assert.Equal(expected, buffer.All.Span[..expected.Length].ToArray());
+
+            var past = await Assert.ThrowsAsync<IOException>(async () => await leg.ReadAsync((4 << 20) - 4096, buffer.All[..8192]));
+            Assert.Contains("short read", past.Message);
+        }
+        finally
+        {
+            _pool.Return(buffer);
+        }
+    }
+
+    [Fact]
     public void Opening_a_missing_leg_says_so()
     {
         var e = Assert.Throws<IOException>(() => LegFile.Open(_dir.File("nope.img"), writable: true));
