@@ -33,6 +33,9 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     private readonly LockingOptions _options;
     private readonly RecoveryGate _gate;
     private readonly Dictionary<long, LockHandle> _handles = [];
+
+    // Unlocks answered to the caller before the resource confirmed them (their handles are released).
+    private readonly HashSet<long> _unconfirmedUnlocks = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
 
     // The re-assertion round in progress: locks whose resource has not confirmed yet.
@@ -219,6 +222,8 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             return;
         }
 
+        // Decided before arming: an unlock the resource cannot refuse is answered here (see UnlocksWithoutAnswer).
+        var answerHere = send.Command is UnlockLock unlock && handle.UnlocksWithoutAnswer(unlock.Flags);
         if (!handle.TryArm(slot, send.Reply, send.Command))
         {
             // One operation of a kind at a time; the resource would say Busy too.
@@ -234,6 +239,15 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
 
         _handles[handle.LockId] = handle;
         _region.Tell(send.Command, Self);
+        if (answerHere)
+        {
+            // The unlock is on its way, behind every earlier command of this node to the resource, and
+            // nothing the resource knows could refuse it: the caller need not wait a round trip (fs/dlm's
+            // dlm_unlock returns before the unlock AST too). The handle stays known until the resource's
+            // answer arrives, so an unexpected answer is logged (Completed).
+            handle.Apply(new LockCompleted(handle.EntityId, handle.LockId, LockOperation.Unlock, LockStatus.Unlocked, LockMode.NL, null, handle.LvbSeq, LockResultFlags.None));
+            _unconfirmedUnlocks.Add(handle.LockId);
+        }
     }
 
     private static LockCompleted Refusal(ILockResourceCommand command, LockHandle handle, LockStatus status)
@@ -256,8 +270,19 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             return;
         }
 
+        if (done.Operation == LockOperation.Unlock && _unconfirmedUnlocks.Remove(done.LockId))
+        {
+            if (done.Status != LockStatus.Unlocked)
+            {
+                _log.Warning("Unlock of lock {0} on {1}, already answered Unlocked, was refused by the resource: {2}", done.LockId, done.EntityId, done.Status);
+            }
+
+            _handles.Remove(done.LockId);
+            return;
+        }
+
         handle.Apply(done);
-        if (handle.Released)
+        if (handle.Released && !_unconfirmedUnlocks.Contains(done.LockId))
         {
             _handles.Remove(done.LockId);
         }

@@ -138,6 +138,17 @@ internal sealed class LockHandle : ILockHandle
 
     // ---- called on the lock client's thread ----
 
+    /// <summary>
+    /// Whether the resource can only answer <see cref="LockStatus.Unlocked"/> to an unlock with
+    /// <paramref name="flags"/>: the lock is granted, nothing of it is pending (a pending request or
+    /// conversion makes the unlock Busy, or with FORCEUNLOCK cancels it first, whose answer the caller
+    /// must see), it is not released, and the flags are valid for an unlock. The resource checks the
+    /// same (<see cref="LockResourceState.Unlock"/>); the LVB length is checked by <see cref="Lvb"/>.
+    /// </summary>
+    internal bool UnlocksWithoutAnswer(LockFlags flags) =>
+        HasGrant && !_released && PendingOperation is null && _pending[(int)Slot.Operation] is null && _pending[(int)Slot.Unlock] is null
+        && (flags & ~(LockFlags.ValBlk | LockFlags.IvValBlk | LockFlags.ForceUnlock)) == 0;
+
     internal bool TryArm(Slot slot, TaskCompletionSource<LockCompleted> reply, ILockResourceCommand command)
     {
         if (_pending[(int)slot] is not null)
