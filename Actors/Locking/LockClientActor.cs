@@ -33,9 +33,6 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     private readonly LockingOptions _options;
     private readonly RecoveryGate _gate;
     private readonly Dictionary<long, LockHandle> _handles = [];
-
-    // Unlocks answered to the caller before the resource confirmed them (their handles are released).
-    private readonly HashSet<long> _unconfirmedUnlocks = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
 
     // The re-assertion round in progress: locks whose resource has not confirmed yet.
@@ -237,17 +234,20 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             return;
         }
 
-        _handles[handle.LockId] = handle;
-        _region.Tell(send.Command, Self);
         if (answerHere)
         {
             // The unlock is on its way, behind every earlier command of this node to the resource, and
             // nothing the resource knows could refuse it: the caller need not wait a round trip (fs/dlm's
-            // dlm_unlock returns before the unlock AST too). The handle stays known until the resource's
-            // answer arrives, so an unexpected answer is logged (Completed).
+            // dlm_unlock returns before the unlock AST too). The resource answers only a refusal, which
+            // Completed logs: the handle is released and forgotten here, so recovery does not re-assert it.
+            _region.Tell(((UnlockLock)send.Command) with { AnsweredByClient = true }, Self);
             handle.Apply(new LockCompleted(handle.EntityId, handle.LockId, LockOperation.Unlock, LockStatus.Unlocked, LockMode.NL, null, handle.LvbSeq, LockResultFlags.None));
-            _unconfirmedUnlocks.Add(handle.LockId);
+            _handles.Remove(handle.LockId);
+            return;
         }
+
+        _handles[handle.LockId] = handle;
+        _region.Tell(send.Command, Self);
     }
 
     private static LockCompleted Refusal(ILockResourceCommand command, LockHandle handle, LockStatus status)
@@ -266,23 +266,19 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     {
         if (!_handles.TryGetValue(done.LockId, out var handle))
         {
+            if (done.Operation == LockOperation.Unlock && done.Status != LockStatus.Unlocked)
+            {
+                // Only an unlock answered here at once (AnsweredByClient) gets a late answer for a forgotten lock.
+                _log.Warning("Resource {0} refused unlock of lock {1}, already answered Unlocked: {2}", done.EntityId, done.LockId, done.Status);
+                return;
+            }
+
             _log.Debug("Completion for unknown lock {0} on {1}: {2} {3}", done.LockId, done.EntityId, done.Operation, done.Status);
             return;
         }
 
-        if (done.Operation == LockOperation.Unlock && _unconfirmedUnlocks.Remove(done.LockId))
-        {
-            if (done.Status != LockStatus.Unlocked)
-            {
-                _log.Warning("Unlock of lock {0} on {1}, already answered Unlocked, was refused by the resource: {2}", done.LockId, done.EntityId, done.Status);
-            }
-
-            _handles.Remove(done.LockId);
-            return;
-        }
-
         handle.Apply(done);
-        if (handle.Released && !_unconfirmedUnlocks.Contains(done.LockId))
+        if (handle.Released)
         {
             _handles.Remove(done.LockId);
         }
