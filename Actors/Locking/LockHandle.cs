@@ -100,7 +100,7 @@ internal sealed class LockHandle : ILockHandle
             Lvb = value;
         }
 
-        var done = await _space.Run(this, new ConvertLock(EntityId, LockId, mode, flags, _lvb, Milliseconds(timeout)), cancellationToken);
+        var done = await _space.Run(this, new ConvertLock(EntityId, LockId, mode, flags, WrittenLvb(flags), Milliseconds(timeout)), cancellationToken);
         if (done.Status != LockStatus.Granted)
         {
             throw new LockRequestException(Resource, LockOperation.Convert, done.Status);
@@ -114,7 +114,7 @@ internal sealed class LockHandle : ILockHandle
             Lvb = value;
         }
 
-        var done = await _space.Run(this, new UnlockLock(EntityId, LockId, flags, _lvb), CancellationToken.None);
+        var done = await _space.Run(this, new UnlockLock(EntityId, LockId, flags, WrittenLvb(flags)), CancellationToken.None);
         if (done.Status != LockStatus.Unlocked)
         {
             throw new LockRequestException(Resource, LockOperation.Unlock, done.Status);
@@ -133,6 +133,9 @@ internal sealed class LockHandle : ILockHandle
 
         _space.Forget(this);
     }
+
+    /// <summary>The resource writes a caller's LVB only with VALBLK; without it the bytes need not travel.</summary>
+    private byte[]? WrittenLvb(LockFlags flags) => flags.HasFlag(LockFlags.ValBlk) ? _lvb : null;
 
     internal static long Milliseconds(TimeSpan? timeout) => timeout is { } t ? Math.Max(1, (long)Math.Ceiling(t.TotalMilliseconds)) : 0;
 
