@@ -117,7 +117,14 @@ public interface ILockHandle : IAsyncDisposable
     /// <exception cref="LockRequestException">Not granted; the lock keeps its previous (or, with CONVDEADLK, demoted) mode.</exception>
     Task ConvertAsync(LockMode mode, LockFlags flags = LockFlags.None, ReadOnlyMemory<byte>? lvb = null, TimeSpan? timeout = null, CancellationToken cancellationToken = default);
 
-    /// <summary>Releases the lock; from PW/EX with VALBLK writes <paramref name="lvb"/> (or <see cref="Lvb"/>) to the resource.</summary>
+    /// <summary>
+    /// Releases the lock; from PW/EX with VALBLK writes <paramref name="lvb"/> (or <see cref="Lvb"/>) to the resource.
+    /// An unlock of a granted lock with nothing pending cannot be refused, so it completes as soon as it is sent
+    /// (like fs/dlm's dlm_unlock): every later request or dump through this node reaches the resource after it,
+    /// but a request from another node may still find the lock held for a moment (a NOQUEUE one gets WouldBlock).
+    /// An unlock the resource may refuse (a request or conversion pending, flags an unlock does not take) waits
+    /// for the resource's answer.
+    /// </summary>
     Task UnlockAsync(LockFlags flags = LockFlags.None, ReadOnlyMemory<byte>? lvb = null);
 }
 

@@ -219,6 +219,8 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             return;
         }
 
+        // Decided before arming: an unlock the resource cannot refuse is answered here (see UnlocksWithoutAnswer).
+        var answerHere = send.Command is UnlockLock unlock && handle.UnlocksWithoutAnswer(unlock.Flags);
         if (!handle.TryArm(slot, send.Reply, send.Command))
         {
             // One operation of a kind at a time; the resource would say Busy too.
@@ -229,6 +231,18 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
         if (handle.Released && send.Command is not LockRequest)
         {
             handle.Complete(slot, Refusal(send.Command, handle, LockStatus.Invalid));
+            return;
+        }
+
+        if (answerHere)
+        {
+            // The unlock is on its way, behind every earlier command of this node to the resource, and
+            // nothing the resource knows could refuse it: the caller need not wait a round trip (fs/dlm's
+            // dlm_unlock returns before the unlock AST too). The resource answers only a refusal, which
+            // Completed logs: the handle is released and forgotten here, so recovery does not re-assert it.
+            _region.Tell(((UnlockLock)send.Command) with { AnsweredByClient = true }, Self);
+            handle.Apply(new LockCompleted(handle.EntityId, handle.LockId, LockOperation.Unlock, LockStatus.Unlocked, LockMode.NL, null, handle.LvbSeq, LockResultFlags.None));
+            _handles.Remove(handle.LockId);
             return;
         }
 
@@ -252,6 +266,13 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     {
         if (!_handles.TryGetValue(done.LockId, out var handle))
         {
+            if (done.Operation == LockOperation.Unlock && done.Status != LockStatus.Unlocked)
+            {
+                // Only an unlock answered here at once (AnsweredByClient) gets a late answer for a forgotten lock.
+                _log.Warning("Resource {0} refused unlock of lock {1}, already answered Unlocked: {2}", done.EntityId, done.LockId, done.Status);
+                return;
+            }
+
             _log.Debug("Completion for unknown lock {0} on {1}: {2} {3}", done.LockId, done.EntityId, done.Operation, done.Status);
             return;
         }

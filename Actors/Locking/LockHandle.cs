@@ -100,7 +100,7 @@ internal sealed class LockHandle : ILockHandle
             Lvb = value;
         }
 
-        var done = await _space.Run(this, new ConvertLock(EntityId, LockId, mode, flags, _lvb, Milliseconds(timeout)), cancellationToken);
+        var done = await _space.Run(this, new ConvertLock(EntityId, LockId, mode, flags, WrittenLvb(flags), Milliseconds(timeout)), cancellationToken);
         if (done.Status != LockStatus.Granted)
         {
             throw new LockRequestException(Resource, LockOperation.Convert, done.Status);
@@ -114,7 +114,7 @@ internal sealed class LockHandle : ILockHandle
             Lvb = value;
         }
 
-        var done = await _space.Run(this, new UnlockLock(EntityId, LockId, flags, _lvb), CancellationToken.None);
+        var done = await _space.Run(this, new UnlockLock(EntityId, LockId, flags, WrittenLvb(flags)), CancellationToken.None);
         if (done.Status != LockStatus.Unlocked)
         {
             throw new LockRequestException(Resource, LockOperation.Unlock, done.Status);
@@ -134,9 +134,23 @@ internal sealed class LockHandle : ILockHandle
         _space.Forget(this);
     }
 
+    /// <summary>The resource writes a caller's LVB only with VALBLK; without it the bytes need not travel.</summary>
+    private byte[]? WrittenLvb(LockFlags flags) => flags.HasFlag(LockFlags.ValBlk) ? _lvb : null;
+
     internal static long Milliseconds(TimeSpan? timeout) => timeout is { } t ? Math.Max(1, (long)Math.Ceiling(t.TotalMilliseconds)) : 0;
 
     // ---- called on the lock client's thread ----
+
+    /// <summary>
+    /// Whether the resource can only answer <see cref="LockStatus.Unlocked"/> to an unlock with
+    /// <paramref name="flags"/>: the lock is granted, nothing of it is pending (a pending request or
+    /// conversion makes the unlock Busy, or with FORCEUNLOCK cancels it first, whose answer the caller
+    /// must see), it is not released, and the flags are valid for an unlock. The resource checks the
+    /// same (<see cref="LockResourceState.Unlock"/>); the LVB length is checked by <see cref="Lvb"/>.
+    /// </summary>
+    internal bool UnlocksWithoutAnswer(LockFlags flags) =>
+        HasGrant && !_released && PendingOperation is null && _pending[(int)Slot.Operation] is null && _pending[(int)Slot.Unlock] is null
+        && (flags & ~(LockFlags.ValBlk | LockFlags.IvValBlk | LockFlags.ForceUnlock)) == 0;
 
     internal bool TryArm(Slot slot, TaskCompletionSource<LockCompleted> reply, ILockResourceCommand command)
     {

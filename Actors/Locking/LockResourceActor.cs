@@ -144,7 +144,17 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
                 Run(State(0)?.Convert(m.LockId, m.Mode, m.Flags, m.Lvb, Timeout(m.TimeoutMs), Now), m.LockId, LockOperation.Convert);
             }
         });
-        Receive<UnlockLock>(m => Run(Suspended(State(0))?.Unlock(m.LockId, m.Flags, m.Lvb), m.LockId, LockOperation.Unlock));
+        Receive<UnlockLock>(m =>
+        {
+            var effects = Suspended(State(0))?.Unlock(m.LockId, m.Flags, m.Lvb);
+            if (m.AnsweredByClient && effects is not null)
+            {
+                // The caller already has its Unlocked; only a refusal (or other locks' grants) goes out.
+                effects = effects.Where(e => e is not CompleteEffect { Operation: LockOperation.Unlock, Status: LockStatus.Unlocked } c || c.LockId != m.LockId).ToList();
+            }
+
+            Run(effects, m.LockId, LockOperation.Unlock);
+        });
         Receive<CancelLock>(m => Run(Suspended(State(0))?.Cancel(m.LockId), m.LockId, LockOperation.Cancel));
         Receive<PurgeLockOwner>(m =>
         {

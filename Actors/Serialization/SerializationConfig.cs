@@ -7,19 +7,24 @@ namespace Lockstep.Actors.Serialization;
 public static class SerializationConfig
 {
     private static readonly string SerializerType = typeof(LockstepHyperionSerializer).AssemblyQualifiedNameWithoutVersion();
+    private static readonly string LockWireType = typeof(LockWireSerializer).AssemblyQualifiedNameWithoutVersion();
 
     /// <summary>
     /// Registers the serializer and binds it to <see cref="IProtocolMessage"/>. Every subsystem marker
     /// derives from that root, and Akka picks the most specific binding, so one binding covers them all.
+    /// The DLM's hot-path messages are bound by their exact types to <see cref="LockWireSerializer"/>.
     /// </summary>
     public static Config Hocon { get; } = ConfigurationFactory.ParseString($$"""
         akka.actor {
           serializers.lockstep-hyperion = "{{SerializerType}}"
+          serializers.lockstep-lock-wire = "{{LockWireType}}"
           serialization-bindings {
             "{{typeof(IProtocolMessage).AssemblyQualifiedNameWithoutVersion()}}" = lockstep-hyperion
+        {{string.Join("\n", LockWireSerializer.Types.Select(t => $"    \"{t.AssemblyQualifiedNameWithoutVersion()}\" = lockstep-lock-wire"))}}
           }
           serialization-identifiers {
             "{{SerializerType}}" = {{LockstepHyperionSerializer.SerializerId}}
+            "{{LockWireType}}" = {{LockWireSerializer.SerializerId}}
           }
         }
         """);

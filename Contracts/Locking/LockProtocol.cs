@@ -28,9 +28,11 @@ public sealed record ConvertLock(string EntityId, long LockId, LockMode Mode, Lo
 
 /// <summary>
 /// Releases a lock; answered with <see cref="LockCompleted"/> (Unlocked, Busy or Invalid). <c>Lvb</c> is
-/// the caller's LVB to write when releasing PW/EX with VALBLK, or null.
+/// the caller's LVB to write when releasing PW/EX with VALBLK, or null. <c>AnsweredByClient</c>: the lock
+/// client already told its caller Unlocked (nothing the resource knows could refuse it), so the resource
+/// answers only a refusal — one remote message less per cycle.
 /// </summary>
-public sealed record UnlockLock(string EntityId, long LockId, LockFlags Flags, byte[]? Lvb) : ILockResourceCommand;
+public sealed record UnlockLock(string EntityId, long LockId, LockFlags Flags, byte[]? Lvb, bool AnsweredByClient = false) : ILockResourceCommand;
 
 /// <summary>Cancels the pending request or conversion of a lock; the pending operation completes with Cancelled.</summary>
 public sealed record CancelLock(string EntityId, long LockId) : ILockResourceCommand;

@@ -101,7 +101,7 @@ public static class LockBench
             // Each client's node, and where its resource must live.
             var clientNodes = Enumerable.Range(0, settings.Clients).Select(i => settings.Nodes[i % settings.Nodes.Count]).ToList();
             var resources = new string[settings.Clients];
-            if (shape == LockBenchShape.Uncontended)
+            if (shape is LockBenchShape.Uncontended or LockBenchShape.Floor)
             {
                 foreach (var group in Enumerable.Range(0, settings.Clients).GroupBy(i => settings.Master ?? clientNodes[i]))
                 {
@@ -131,7 +131,13 @@ public static class LockBench
             }
 
             long increments = 0;
-            var cycles = clients.Select<GrpcLockSession, Func<CancellationToken, Task>>((session, i) => shape == LockBenchShape.Counter
+            var cycles = clients.Select<GrpcLockSession, Func<CancellationToken, Task>>((session, i) => shape == LockBenchShape.Floor
+                ? async token =>
+                {
+                    await session.PingAsync(resources[i], token);
+                    await session.PingAsync(string.Empty, token);
+                }
+                : shape == LockBenchShape.Counter
                 ? async token =>
                 {
                     var granted = await session.LockAsync(resources[i], Mode.Ex, ValBlk, token);
@@ -214,7 +220,7 @@ public static class LockBench
 
             for (var i = 0; i < settings.Clients; i++)
             {
-                clients.Add(await PostgresLockClient.OpenAsync(source, shape == LockBenchShape.Uncontended ? keyBase + i : keyBase, shape == LockBenchShape.Counter ? (CounterTable, counterId) : null, ct));
+                clients.Add(await PostgresLockClient.OpenAsync(source, shape is LockBenchShape.Uncontended or LockBenchShape.Floor ? keyBase + i : keyBase, shape == LockBenchShape.Counter ? (CounterTable, counterId) : null, ct));
             }
 
             long increments = 0;
@@ -224,6 +230,7 @@ public static class LockBench
                     await client.CounterCycleAsync(token);
                     Interlocked.Increment(ref increments);
                 }
+                : shape == LockBenchShape.Floor ? client.FloorCycleAsync
                 : client.CycleAsync).ToList();
             var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup ?? TimeSpan.FromSeconds(2), settings.Window, ct);
 

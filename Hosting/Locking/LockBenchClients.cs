@@ -76,6 +76,10 @@ internal sealed class GrpcLockSession : IAsyncDisposable
         }
     }
 
+    /// <summary>A round trip that locks nothing; with a resource it passes through that resource's master (see lock.proto's Ping).</summary>
+    public async Task PingAsync(string resource, CancellationToken ct) =>
+        await CallAsync(new ClientMessage { Ping = new Ping { Resource = resource } }, ct);
+
     private async Task<ServerMessage> CallAsync(ClientMessage message, CancellationToken ct)
     {
         message.RequestId = ++_lastRequest;
@@ -94,6 +98,7 @@ internal sealed class GrpcLockSession : IAsyncDisposable
                     throw new LockBenchException(answer.Error.Message);
                 case ServerMessage.BodyOneofCase.Opened when answer.Opened.RequestId == message.RequestId:
                 case ServerMessage.BodyOneofCase.Completion when answer.Completion.RequestId == message.RequestId:
+                case ServerMessage.BodyOneofCase.Pong when answer.Pong.RequestId == message.RequestId:
                     return answer;
             }
         }
@@ -205,6 +210,7 @@ internal sealed class PostgresLockClient : IAsyncDisposable
     private readonly NpgsqlConnection _connection;
     private readonly NpgsqlCommand _lock;
     private readonly NpgsqlCommand _unlock;
+    private readonly NpgsqlCommand _ping;
     private readonly NpgsqlBatch? _lockAndRead;
     private readonly NpgsqlCommand? _write;
 
@@ -213,6 +219,7 @@ internal sealed class PostgresLockClient : IAsyncDisposable
         _connection = connection;
         _lock = new NpgsqlCommand("SELECT pg_advisory_lock($1)", connection) { Parameters = { new() { Value = key } } };
         _unlock = new NpgsqlCommand("SELECT pg_advisory_unlock($1)", connection) { Parameters = { new() { Value = key } } };
+        _ping = new NpgsqlCommand("SELECT 1", connection);
 
         if (counter is not { } c)
         {
@@ -247,6 +254,7 @@ internal sealed class PostgresLockClient : IAsyncDisposable
         {
             await client._lock.PrepareAsync(ct);
             await client._unlock.PrepareAsync(ct);
+            await client._ping.PrepareAsync(ct);
             if (client._lockAndRead is not null && client._write is not null)
             {
                 await client._lockAndRead.PrepareAsync(ct);
@@ -267,6 +275,13 @@ internal sealed class PostgresLockClient : IAsyncDisposable
     {
         await _lock.ExecuteNonQueryAsync(ct);
         await UnlockAsync(ct);
+    }
+
+    /// <summary>Two round trips that lock nothing (SELECT 1 twice): the floor under <see cref="CycleAsync"/>.</summary>
+    public async Task FloorCycleAsync(CancellationToken ct)
+    {
+        await _ping.ExecuteScalarAsync(ct);
+        await _ping.ExecuteScalarAsync(ct);
     }
 
     /// <summary>Lock and read the counter, write it back plus one, unlock; three round trips.</summary>
@@ -306,6 +321,7 @@ internal sealed class PostgresLockClient : IAsyncDisposable
     {
         await _lock.DisposeAsync();
         await _unlock.DisposeAsync();
+        await _ping.DisposeAsync();
         if (_lockAndRead is not null)
         {
             await _lockAndRead.DisposeAsync();

@@ -114,9 +114,16 @@ public sealed class LatencyHistogram
         (long)((endTimestamp - startTimestamp) * (1_000_000_000.0 / Stopwatch.Frequency));
 }
 
-/// <summary>The three workloads the bench runs on each system.</summary>
+/// <summary>The workloads the bench runs on each system, in this order.</summary>
 public enum LockBenchShape
 {
+    /// <summary>
+    /// No lock: the round trips under an uncontended cycle. Lockstep: a gRPC ping that passes through the
+    /// client's resource's master (the path of a lock request), then a plain gRPC ping (the path of an
+    /// unlock, which the serving node answers); PostgreSQL: SELECT 1 twice.
+    /// </summary>
+    Floor,
+
     /// <summary>Every client locks EX and unlocks its own resource (key): no waiting, pure round trips.</summary>
     Uncontended,
 
@@ -205,6 +212,7 @@ public static class LockBenchReport
 
     private static string Shape(LockBenchShape shape) => shape switch
     {
+        LockBenchShape.Floor => "floor: 2 round trips, no lock",
         LockBenchShape.Uncontended => "uncontended EX",
         LockBenchShape.Contended => "contended EX (1 resource)",
         _ => "counter (EX + read/write)",

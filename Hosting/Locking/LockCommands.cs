@@ -44,6 +44,7 @@ public static class LockCommands
         torture.SetAction((parse, ct) => Run(parse.GetValue(tortureNode), TimeSpan.FromSeconds(parse.GetValue(timeout) + 30), client => TortureAsync(client, parse.GetValue(clients), parse.GetValue(iterations), parse.GetValue(timeout), Console.Out, ct)));
         group.Subcommands.Add(torture);
         group.Subcommands.Add(LockBench.Command());
+        group.Subcommands.Add(LockProbe.Command());
         return group;
     }
 

@@ -46,7 +46,10 @@ public sealed class LockGrpcService(LockingService locks, ILogger<LockGrpcServic
 {
     public override async Task Session(IAsyncStreamReader<ClientMessage> requestStream, IServerStreamWriter<ServerMessage> responseStream, ServerCallContext context)
     {
-        var outbox = Channel.CreateUnbounded<ServerMessage>(new UnboundedChannelOptions { SingleReader = true });
+        // Synchronous continuations: the thread that queues an answer also writes it when the writer is
+        // idle (the usual case), instead of waking the writer loop on another pool thread; a thread-pool
+        // hop costs tens of microseconds on a busy 2-core machine, per answer.
+        var outbox = Channel.CreateUnbounded<ServerMessage>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
         var writer = Task.Run(async () =>
         {
             await foreach (var message in outbox.Reader.ReadAllAsync())
@@ -104,6 +107,12 @@ public sealed class LockGrpcService(LockingService locks, ILogger<LockGrpcServic
                     return;
             }
 
+            if (message.BodyCase == ClientMessage.BodyOneofCase.Ping && message.Ping.Resource.Length == 0)
+            {
+                Send(new ServerMessage { Pong = new Pong { RequestId = id } });
+                return;
+            }
+
             if (_space is null)
             {
                 Error(id, "open a lockspace first");
@@ -156,6 +165,10 @@ public sealed class LockGrpcService(LockingService locks, ILogger<LockGrpcServic
                         break;
                     case ClientMessage.BodyOneofCase.Unlock:
                         await UnlockAsync(id, message.Unlock);
+                        break;
+                    case ClientMessage.BodyOneofCase.Ping:
+                        var dump = await (await locks.Manager).DumpResourceAsync(space.Name, message.Ping.Resource);
+                        Send(new ServerMessage { Pong = new Pong { RequestId = id, MasterNode = dump.MasterNode } });
                         break;
                     default:
                         Error(id, "empty request");

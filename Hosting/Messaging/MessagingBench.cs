@@ -175,7 +175,7 @@ public static class MessagingBench
         return remote.Count > 0 ? remote : throw new InvalidOperationException("every echo entity landed on the sending node; run the bench again");
     }
 
-    private static async Task JoinAsync(List<ActorSystem> nodes, CancellationToken cancellationToken)
+    internal static async Task JoinAsync(List<ActorSystem> nodes, CancellationToken cancellationToken)
     {
         var seed = Cluster.Get(nodes[0]).SelfAddress;
         foreach (var node in nodes)
@@ -195,7 +195,8 @@ public static class MessagingBench
         }
     }
 
-    private static Config NodeConfig() => ConfigurationFactory.ParseString("""
+    /// <summary>One in-process bench member: loopback remoting on an ephemeral port, the product's cluster tuning and serializer.</summary>
+    internal static Config NodeConfig() => ConfigurationFactory.ParseString("""
         akka.loglevel = WARNING
         akka.actor.provider = cluster
         akka.remote.dot-netty.tcp { hostname = 127.0.0.1, port = 0 }

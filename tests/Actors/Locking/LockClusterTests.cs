@@ -41,6 +41,62 @@ public sealed class LockClusterTests(ThreeNodeCluster cluster, ITestOutputHelper
     }
 
     [Fact]
+    public async Task An_unlock_answered_before_the_remote_resource_confirms_is_still_applied_in_order_with_its_lvb()
+    {
+        var a = await cluster.Managers[0].OpenLockspaceAsync("fastunlock");
+        var b = await cluster.Managers[1].OpenLockspaceAsync("fastunlock");
+        var c = await cluster.Managers[2].OpenLockspaceAsync("fastunlock");
+        await using var keeper = await b.LockAsync("r", LockMode.NL);
+        Assert.Equal("n2", (await cluster.Managers[0].DumpResourceAsync("fastunlock", "r")).MasterNode);
+
+        for (var i = 0; i < 50; i++)
+        {
+            // Each NOQUEUE EX from n1 would fail with WouldBlock if it overtook the unlock sent before it.
+            var held = await a.LockAsync("r", LockMode.EX, LockFlags.ValBlk | LockFlags.NoQueue);
+            Assert.Equal(i, BinaryPrimitives.ReadInt32LittleEndian(held.Lvb.Span));
+            var next = new byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(next, i + 1);
+            await held.UnlockAsync(LockFlags.ValBlk, next);
+            Assert.True(held.LostToken.IsCancellationRequested);
+        }
+
+        // A reader on a third node sees the last value written with the early-answered unlocks.
+        var reader = await c.LockAsync("r", LockMode.PR, LockFlags.ValBlk).WaitAsync(Patience);
+        Assert.Equal(50, BinaryPrimitives.ReadInt32LittleEndian(reader.Lvb.Span));
+        await reader.UnlockAsync();
+
+        // A later message through the unlocker's node is ordered behind its unlock (another node's may overtake it).
+        var dump = await cluster.Managers[2].DumpResourceAsync("fastunlock", "r");
+        Assert.Equal(keeper.LockId, Assert.Single(dump.Granted).LockId);
+    }
+
+    [Fact]
+    public async Task Unlocks_the_resource_may_refuse_still_wait_for_its_answer()
+    {
+        var a = await cluster.Managers[0].OpenLockspaceAsync("slowunlock");
+        var b = await cluster.Managers[1].OpenLockspaceAsync("slowunlock");
+        await using var keeper = await b.LockAsync("r", LockMode.PR);
+
+        // Flags an unlock does not take: the resource's Invalid reaches the caller, the lock stays.
+        var held = await a.LockAsync("r", LockMode.PR);
+        var invalid = await Assert.ThrowsAsync<LockRequestException>(() => held.UnlockAsync(LockFlags.NoQueue).WaitAsync(Patience));
+        Assert.Equal(LockStatus.Invalid, invalid.Status);
+        Assert.False(held.LostToken.IsCancellationRequested);
+
+        // A conversion waits behind the keeper's PR: the unlock is Busy (FORCEUNLOCK would cancel it).
+        var converting = held.ConvertAsync(LockMode.EX);
+        await AwaitQueue("slowunlock", "r", d => d.Converting.Count == 1, "the conversion to wait");
+        var busy = await Assert.ThrowsAsync<LockRequestException>(() => held.UnlockAsync().WaitAsync(Patience));
+        Assert.Equal(LockStatus.Busy, busy.Status);
+
+        await held.UnlockAsync(LockFlags.ForceUnlock).WaitAsync(Patience);
+        var cancelled = await Assert.ThrowsAsync<LockRequestException>(() => converting.WaitAsync(Patience));
+        Assert.Equal(LockStatus.Cancelled, cancelled.Status);
+        var dump = await cluster.Managers[0].DumpResourceAsync("slowunlock", "r");
+        Assert.Equal(keeper.LockId, Assert.Single(dump.Granted).LockId);
+    }
+
+    [Fact]
     public async Task Bast_reaches_the_holder_on_another_node_and_the_waiter_gets_the_lock_after_release()
     {
         var a = await cluster.Managers[0].OpenLockspaceAsync("bast");

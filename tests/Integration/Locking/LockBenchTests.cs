@@ -45,7 +45,7 @@ public sealed class LockBenchTests : IAsyncLifetime
         var table = LockBenchReport.Render(results);
 
         Assert.Equal(
-            [(LockBench.LockstepName, LockBenchShape.Uncontended), (LockBench.PostgresName, LockBenchShape.Uncontended), (LockBench.LockstepName, LockBenchShape.Contended), (LockBench.PostgresName, LockBenchShape.Contended), (LockBench.LockstepName, LockBenchShape.Counter), (LockBench.PostgresName, LockBenchShape.Counter)],
+            [(LockBench.LockstepName, LockBenchShape.Floor), (LockBench.PostgresName, LockBenchShape.Floor), (LockBench.LockstepName, LockBenchShape.Uncontended), (LockBench.PostgresName, LockBenchShape.Uncontended), (LockBench.LockstepName, LockBenchShape.Contended), (LockBench.PostgresName, LockBenchShape.Contended), (LockBench.LockstepName, LockBenchShape.Counter), (LockBench.PostgresName, LockBenchShape.Counter)],
             results.Select(r => (r.System, r.Shape)));
         foreach (var r in results)
         {
@@ -61,7 +61,8 @@ public sealed class LockBenchTests : IAsyncLifetime
         }
 
         Assert.Contains("(3/3 resources placed there)", results[0].Where);
-        Assert.Contains("(1/1 resources placed there)", results[2].Where);
+        Assert.Contains("(3/3 resources placed there)", results[2].Where);
+        Assert.Contains("(1/1 resources placed there)", results[4].Where);
 
         // Every bench session closed, so no lock is left behind in the lockspace.
         await Eventually.UntilAsync("the bench's locks to be released", Patience, async () =>

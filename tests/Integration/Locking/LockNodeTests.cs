@@ -100,6 +100,36 @@ public sealed class LockNodeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Grpc_ping_answers_without_locking_and_through_the_resources_master_when_named()
+    {
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
+        using var s = new LockService.LockServiceClient(channel).Session();
+        var inbox = Inbox(s.ResponseStream);
+
+        // A plain ping needs no open session; a ping through a resource does.
+        await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Ping = new Ping() });
+        var pong = (await inbox.NextAsync()).Pong;
+        Assert.Equal((1ul, ""), (pong.RequestId, pong.MasterNode));
+        await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 2, Ping = new Ping { Resource = "pinged" } });
+        var notOpen = (await inbox.NextAsync()).Error;
+        Assert.Equal((2ul, "open a lockspace first"), (notOpen.RequestId, notOpen.Message));
+
+        await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 3, Open = new Open { Lockspace = "pings" } });
+        Assert.Equal(3ul, (await inbox.NextAsync()).Opened.RequestId);
+        await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 4, Ping = new Ping { Resource = "pinged" } });
+        pong = (await inbox.NextAsync()).Pong;
+        Assert.Equal((4ul, "lk1"), (pong.RequestId, pong.MasterNode));
+        await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 5, Ping = new Ping { Resource = new string('x', 65) } });
+        var error = (await inbox.NextAsync()).Error;
+        Assert.Equal(5ul, error.RequestId);
+        Assert.Contains("longer than 64 bytes", error.Message);
+
+        // Pinging locked nothing.
+        var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=pings");
+        Assert.Empty(view!.Resources);
+    }
+
+    [Fact]
     public async Task Http_routes_list_lockspaces_and_reject_bad_names()
     {
         using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
