@@ -150,10 +150,19 @@ public static class HoldIntervalChecker
 
 /// <summary>
 /// Appends whole lines to a log file that other processes append to as well: each line is one
-/// write on a handle opened for append (O_APPEND), so lines of different writers never interleave.
+/// write on a handle with O_APPEND, so the kernel places every line at the end and lines of different
+/// writers never overwrite each other. .NET's <see cref="FileMode.Append"/> does not set O_APPEND (it
+/// seeks to the end once at open), hence the fcntl.
 /// </summary>
-public sealed class AppendOnlyLineLog : IDisposable
+public sealed partial class AppendOnlyLineLog : IDisposable
 {
+    private const int GetFlags = 3; // F_GETFL
+    private const int SetFlags = 4; // F_SETFL
+    private const int Append = 0x400; // O_APPEND on Linux
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int Fcntl(int fd, int command, int argument);
+
     private readonly Microsoft.Win32.SafeHandles.SafeFileHandle _handle;
     private readonly Lock _gate = new();
 
@@ -162,6 +171,15 @@ public sealed class AppendOnlyLineLog : IDisposable
         var full = System.IO.Path.GetFullPath(path);
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(full)!);
         _handle = File.OpenHandle(full, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+        var fd = (int)_handle.DangerousGetHandle();
+        var flags = Fcntl(fd, GetFlags, 0);
+        if (flags < 0 || Fcntl(fd, SetFlags, flags | Append) < 0)
+        {
+            var errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            _handle.Dispose();
+            throw new IOException($"{full}: cannot set O_APPEND (errno {errno})");
+        }
+
         Path = full;
     }
 
@@ -172,7 +190,7 @@ public sealed class AppendOnlyLineLog : IDisposable
     public Microsoft.Win32.SafeHandles.SafeFileHandle Handle => _handle;
 
     /// <summary>Appends <paramref name="line"/> and a newline in one write.</summary>
-    public void Append(string line)
+    public void AppendLine(string line)
     {
         var bytes = Encoding.UTF8.GetBytes(line + "\n");
         lock (_gate)

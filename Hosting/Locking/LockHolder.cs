@@ -33,7 +33,7 @@ public static class LockHolder
         void Event(string what)
         {
             var line = string.Create(CultureInfo.InvariantCulture, $"{HoldClock.NowNs()} {what}");
-            log.Append(line);
+            log.AppendLine(line);
             output.WriteLine(line);
         }
 

@@ -83,7 +83,7 @@ public static class LockSessionTorture
             {
                 try
                 {
-                    await ClientAsync(settings, channels[node], $"n{node + 1}", $"c{c}", log, counters, progress, deadline.Token);
+                    await ClientAsync(settings, channels[node], $"n{node + 1}", $"n{node + 1}c{c}", log, counters, progress, deadline.Token);
                 }
                 catch (Exception ex)
                 {
@@ -155,12 +155,12 @@ public static class LockSessionTorture
                         catch (OperationCanceledException) when (session.Lost.IsCancellationRequested)
                         {
                             Interlocked.Increment(ref counters.Lost);
-                            log?.Append(HoldIntervalLog.Format(new HoldInterval(settings.Resource, node, client, start, Math.Max(start, session.LostAtNs), "lost")));
+                            log?.AppendLine(HoldIntervalLog.Format(new HoldInterval(settings.Resource, session.NodeId ?? node, client, start, Math.Max(start, session.LostAtNs), "lost")));
                             throw new SessionLostException(session.LostReason);
                         }
 
                         // The end is on record before the unlock leaves: nobody else can be granted before it.
-                        log?.Append(HoldIntervalLog.Format(new HoldInterval(settings.Resource, node, client, start, HoldClock.NowNs(), "unlock")));
+                        log?.AppendLine(HoldIntervalLog.Format(new HoldInterval(settings.Resource, session.NodeId ?? node, client, start, HoldClock.NowNs(), "unlock")));
                         var lvb = new byte[8];
                         BinaryPrimitives.WriteInt64LittleEndian(lvb, next);
                         Completion unlocked;
@@ -243,6 +243,9 @@ internal sealed class WatchedSession : IAsyncDisposable
 
     /// <summary>Slot and node id the node answered the open with.</summary>
     public Opened? Opened { get; private set; }
+
+    /// <summary>Id of the node serving the session (null before it opened).</summary>
+    public string? NodeId => Opened?.NodeId is { Length: > 0 } id ? id : null;
 
     public CancellationToken Lost => _lost.Token;
 
