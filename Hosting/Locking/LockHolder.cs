@@ -26,6 +26,9 @@ public static class LockHolder
 {
     private const uint NoQueue = 1;
 
+    // A probe of a node that is going away may hang; it must not hold up the next one for long.
+    private static readonly TimeSpan ProbePatience = TimeSpan.FromSeconds(2);
+
     /// <summary>Runs for <see cref="LockHolderSettings.Duration"/>; returns whether anything was granted after the lock was lost (a stale grant).</summary>
     public static async Task<bool> RunAsync(LockHolderSettings settings, TextWriter output, CancellationToken ct)
     {
@@ -44,8 +47,10 @@ public static class LockHolder
         var patience = settings.Duration;
         var staleGrant = false;
         void Recovery(Grpc.Recovery r) => Event($"recovery {r.Stage} generation {r.Generation} slots [{string.Join(',', r.Slots)}]");
+        void Broken(string reason) => Event($"closed {Word(reason)}");
+        Task<WatchedSession> Open() => WatchedSession.OpenAsync(channel, settings.Lockspace, patience, until.Token, surviveFence: true, Recovery, Broken);
 
-        WatchedSession? session = await WatchedSession.OpenAsync(channel, settings.Lockspace, patience, until.Token, Recovery);
+        WatchedSession? session = await Open();
         Event($"opened node {session.Opened?.NodeId} slot {session.Opened?.Slot}");
         try
         {
@@ -64,7 +69,7 @@ public static class LockHolder
             }
             catch (OperationCanceledException) when (session.Lost.IsCancellationRequested)
             {
-                Event($"lost {session.LostReason.Replace(' ', '_')}");
+                Event($"lost {Word(session.LostReason)}");
             }
 
             if (!session.Lost.IsCancellationRequested)
@@ -85,7 +90,7 @@ public static class LockHolder
 
                 try
                 {
-                    if (session is null || session.Lost.IsCancellationRequested && session.LostReason != "the node is FENCED")
+                    if (session is null || session.IsBroken)
                     {
                         if (session is not null)
                         {
@@ -93,11 +98,11 @@ public static class LockHolder
                             session = null;
                         }
 
-                        session = await WatchedSession.OpenAsync(channel, settings.Lockspace, patience, until.Token, Recovery);
+                        session = await Open().WaitAsync(ProbePatience, until.Token);
                         Event($"probe reopened node {session.Opened?.NodeId} slot {session.Opened?.Slot}");
                     }
 
-                    var probe = await session.CallAsync(new ClientMessage { Lock = new Grpc.Lock { Resource = settings.Resource, Mode = Mode.Ex, Flags = NoQueue } });
+                    var probe = await session.CallAsync(new ClientMessage { Lock = new Grpc.Lock { Resource = settings.Resource, Mode = Mode.Ex, Flags = NoQueue } }).WaitAsync(ProbePatience, until.Token);
                     Event($"probe {probe.Status}");
                     if (probe.Status == Status.Granted)
                     {
@@ -107,8 +112,8 @@ public static class LockHolder
                 }
                 catch (Exception ex) when (ex is RpcException or SessionLostException or TimeoutException or LockBenchException or InvalidOperationException or HttpRequestException)
                 {
-                    Event($"probe refused {ex.GetType().Name}");
-                    if (session is not null && !session.Lost.IsCancellationRequested)
+                    Event($"probe refused {ex.GetType().Name}:{Word(ex.GetBaseException().Message)}");
+                    if (session is not null && !session.IsBroken)
                     {
                         continue;
                     }
@@ -131,7 +136,7 @@ public static class LockHolder
         }
         catch (SessionLostException lost)
         {
-            Event($"lost-while-waiting {lost.Message.Replace(' ', '_')}");
+            Event($"lost-while-waiting {Word(lost.Message)}");
             return staleGrant;
         }
         finally
@@ -144,4 +149,6 @@ public static class LockHolder
             Event("end");
         }
     }
+
+    private static string Word(string text) => string.Join('_', text.Split((char[])[' ', '\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries));
 }

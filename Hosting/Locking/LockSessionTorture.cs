@@ -221,23 +221,29 @@ internal sealed class SessionLostException(string reason) : Exception(reason);
 /// <summary>
 /// A session whose stream is read all the time: answers go to their request, and the moment the
 /// stream breaks or the node says FENCED, <see cref="Lost"/> fires with the time it was learned.
+/// A session opened with <c>surviveFence</c> stays usable after FENCED (the node answers requests with
+/// a Fenced status); otherwise every request fails once the session is lost.
 /// </summary>
 internal sealed class WatchedSession : IAsyncDisposable
 {
     private readonly AsyncDuplexStreamingCall<ClientMessage, ServerMessage> _call;
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<ServerMessage>> _waiting = new();
     private readonly CancellationTokenSource _lost = new();
+    private readonly CancellationTokenSource _broken = new();
     private readonly TimeSpan _patience;
+    private readonly bool _surviveFence;
+    private readonly Action<Grpc.Recovery>? _onRecovery;
+    private readonly Action<string>? _onBroken;
     private readonly Task _reader;
     private ulong _lastRequest;
 
-    private readonly Action<Grpc.Recovery>? _onRecovery;
-
-    private WatchedSession(AsyncDuplexStreamingCall<ClientMessage, ServerMessage> call, TimeSpan patience, Action<Grpc.Recovery>? onRecovery)
+    private WatchedSession(AsyncDuplexStreamingCall<ClientMessage, ServerMessage> call, TimeSpan patience, bool surviveFence, Action<Grpc.Recovery>? onRecovery, Action<string>? onBroken)
     {
         _call = call;
         _patience = patience;
+        _surviveFence = surviveFence;
         _onRecovery = onRecovery;
+        _onBroken = onBroken;
         _reader = Task.Run(ReadAsync);
     }
 
@@ -247,15 +253,21 @@ internal sealed class WatchedSession : IAsyncDisposable
     /// <summary>Id of the node serving the session (null before it opened).</summary>
     public string? NodeId => Opened?.NodeId is { Length: > 0 } id ? id : null;
 
+    /// <summary>Fires when locks of this session may no longer be acted on: FENCED, or the stream broke.</summary>
     public CancellationToken Lost => _lost.Token;
 
+    /// <summary>Whether the stream itself is gone.</summary>
+    public bool IsBroken => _broken.IsCancellationRequested;
+
+    /// <summary>When <see cref="Lost"/> fired, in <see cref="HoldClock"/> nanoseconds.</summary>
     public long LostAtNs { get; private set; }
 
     public string LostReason { get; private set; } = string.Empty;
 
-    public static async Task<WatchedSession> OpenAsync(GrpcChannel channel, string lockspace, TimeSpan patience, CancellationToken ct, Action<Grpc.Recovery>? onRecovery = null)
+    public static async Task<WatchedSession> OpenAsync(GrpcChannel channel, string lockspace, TimeSpan patience, CancellationToken ct,
+        bool surviveFence = false, Action<Grpc.Recovery>? onRecovery = null, Action<string>? onBroken = null)
     {
-        var session = new WatchedSession(new LockService.LockServiceClient(channel).Session(cancellationToken: ct), patience, onRecovery);
+        var session = new WatchedSession(new LockService.LockServiceClient(channel).Session(cancellationToken: ct), patience, surviveFence, onRecovery, onBroken);
         try
         {
             var opened = await session.SendAsync(new ClientMessage { Open = new Open { Lockspace = lockspace } });
@@ -281,6 +293,8 @@ internal sealed class WatchedSession : IAsyncDisposable
         return answer.BodyCase == ServerMessage.BodyOneofCase.Completion ? answer.Completion : throw new LockBenchException($"request answered {answer}");
     }
 
+    private CancellationToken Failing => _surviveFence ? _broken.Token : _lost.Token;
+
     private async Task<ServerMessage> SendAsync(ClientMessage message)
     {
         message.RequestId = Interlocked.Increment(ref _lastRequest);
@@ -288,7 +302,7 @@ internal sealed class WatchedSession : IAsyncDisposable
         _waiting[message.RequestId] = answer;
         try
         {
-            if (_lost.IsCancellationRequested)
+            if (Failing.IsCancellationRequested)
             {
                 throw new SessionLostException(LostReason);
             }
@@ -297,18 +311,18 @@ internal sealed class WatchedSession : IAsyncDisposable
         }
         catch (Exception ex) when (ex is RpcException or InvalidOperationException or IOException)
         {
-            MarkLost($"write failed: {ex.GetBaseException().Message}");
+            MarkBroken($"write failed: {ex.GetBaseException().Message}");
             throw new SessionLostException(LostReason);
         }
 
-        var lost = Task.Delay(Timeout.Infinite, _lost.Token);
-        var winner = await Task.WhenAny(answer.Task, lost, Task.Delay(_patience));
+        var failed = Task.Delay(Timeout.Infinite, Failing);
+        var winner = await Task.WhenAny(answer.Task, failed, Task.Delay(_patience));
         if (winner == answer.Task)
         {
             return await answer.Task;
         }
 
-        if (winner == lost || _lost.IsCancellationRequested)
+        if (winner == failed || Failing.IsCancellationRequested)
         {
             throw new SessionLostException(LostReason);
         }
@@ -323,16 +337,16 @@ internal sealed class WatchedSession : IAsyncDisposable
             while (await _call.ResponseStream.MoveNext(CancellationToken.None))
             {
                 var message = _call.ResponseStream.Current;
-                if (message.BodyCase == ServerMessage.BodyOneofCase.Recovery)
-                {
-                    _onRecovery?.Invoke(message.Recovery);
-                }
-
                 switch (message.BodyCase)
                 {
-                    case ServerMessage.BodyOneofCase.Recovery when message.Recovery.Stage == Stage.Fenced:
-                        MarkLost("the node is FENCED");
-                        return;
+                    case ServerMessage.BodyOneofCase.Recovery:
+                        _onRecovery?.Invoke(message.Recovery);
+                        if (message.Recovery.Stage == Stage.Fenced)
+                        {
+                            MarkLost("the node is FENCED");
+                        }
+
+                        break;
                     case ServerMessage.BodyOneofCase.Opened:
                         Answer(message.Opened.RequestId, message);
                         break;
@@ -345,11 +359,11 @@ internal sealed class WatchedSession : IAsyncDisposable
                 }
             }
 
-            MarkLost("the node closed the stream");
+            MarkBroken("the node closed the stream");
         }
         catch (Exception ex)
         {
-            MarkLost($"stream broke: {ex.GetBaseException().Message}");
+            MarkBroken($"stream broke: {ex.GetBaseException().Message}");
         }
     }
 
@@ -376,9 +390,37 @@ internal sealed class WatchedSession : IAsyncDisposable
         }
     }
 
+    private void MarkBroken(string reason)
+    {
+        MarkLost(reason);
+        lock (_lost)
+        {
+            if (_broken.IsCancellationRequested)
+            {
+                return;
+            }
+
+            _broken.Cancel();
+        }
+
+        _onBroken?.Invoke(reason);
+    }
+
     public async ValueTask DisposeAsync()
     {
-        MarkLost("closed by the client");
+        lock (_lost)
+        {
+            // Closing it ourselves is no news for the callbacks.
+            if (!_lost.IsCancellationRequested)
+            {
+                LostAtNs = HoldClock.NowNs();
+                LostReason = "closed by the client";
+                _lost.Cancel();
+            }
+
+            _broken.Cancel();
+        }
+
         try
         {
             await _call.RequestStream.CompleteAsync();
@@ -391,5 +433,6 @@ internal sealed class WatchedSession : IAsyncDisposable
         _call.Dispose();
         await _reader;
         _lost.Dispose();
+        _broken.Dispose();
     }
 }
