@@ -76,7 +76,17 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
             [
                 "netns", "exec", Namespace(i), Repo.Lockstep, "serve", "--node-id", $"part-{i}", "--host", Address(i), "--port", "4054",
                 "--http-port", "8559", "--nbd-port", "10810", "--data", data, "--seed", $"{Address(1)}:4054",
-            ], environment: new Dictionary<string, string> { ["Lockstep__Http__Host"] = Address(i) });
+            ], environment: new Dictionary<string, string>
+            {
+                ["Lockstep__Http__Host"] = Address(i),
+                // stable-after 3 s instead of 1 s: at load 20+ the failure detector flaps between the
+                // nodes that stay connected (seen: prep/done pairs before the cut, then the resolver
+                // removing node 2 as well). The resolver then acts only on what stays unreachable —
+                // the cut. The fence stays well inside it.
+                ["Lockstep__Cluster__StableAfter"] = "00:00:03",
+                ["Lockstep__Cluster__FenceTimeout"] = "00:00:01",
+                ["Lockstep__Locking__FenceTimeout"] = "00:00:01",
+            });
             if (i == 1)
             {
                 http.BaseAddress = new Uri(Http(1));
@@ -177,6 +187,8 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
         var probesWhileCut = minority.Where(e => e.At > lost && e.At < reconnectAt && e.What.StartsWith("probe ", StringComparison.Ordinal) && !e.What.StartsWith("probe reopened", StringComparison.Ordinal)).ToList();
         Assert.NotEmpty(probesWhileCut);
         Assert.DoesNotContain(minority, e => e.At > lost && e.What == "probe Granted");
+        // Removing the majority from its own view while its resolver downs it must not make it a "majority of one".
+        Assert.DoesNotContain(minority, e => e.At > lost && e.What.StartsWith("recovery Unfenced", StringComparison.Ordinal));
         Assert.Contains(probesWhileCut, e => e.What is "probe Fenced");
     }
 
