@@ -35,6 +35,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
     private LockspaceTable? _table;
     private RecoveryAck? _lastAck;
     private bool _fenced;
+    private bool _stayFencedLogged;
 
     public LockRecoveryActor(LockManager manager, RecoveryGate gate, LockingOptions options)
     {
@@ -244,9 +245,21 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         }
 
         Timers.Cancel(FenceTimer);
+        if (_fenced && !_state.MayUnfence)
+        {
+            if (!_stayFencedLogged)
+            {
+                _stayFencedLogged = true;
+                _log.Warning("Recovery: members it fenced among were removed; staying fenced until restarted");
+            }
+
+            return;
+        }
+
         if (_fenced)
         {
             _fenced = false;
+            _state.Unfenced();
             _gate.Fence(false);
             _log.Warning("Recovery: a majority is reachable again; taking new lock requests");
             _manager.RaiseRecovery(RecoveryStage.Unfenced, _state.Generation, [], _table);
@@ -261,6 +274,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         }
 
         _fenced = true;
+        _state.Fenced();
         _gate.Fence(true);
         _manager.Client.Tell(FenceHandles.Instance);
         _log.Warning("Recovery: no majority for {0}; fenced (every lock handle is lost, new requests are refused)", _options.FenceTimeout);

@@ -85,6 +85,30 @@ public sealed class LockspaceRecoveryState
     /// <summary>More than half of the members (this node included) are reachable; without it a node fences itself.</summary>
     public bool HasMajority => (_members.Count - _unreachable.Count) * 2 > _members.Count;
 
+    private HashSet<string>? _fencedAmong;
+
+    /// <summary>Members when this node fenced itself; null while it is not fenced.</summary>
+    public IReadOnlyCollection<string>? FencedAmong => _fencedAmong;
+
+    /// <summary>
+    /// Whether a fenced node may take requests again: more than half of the members it had when it
+    /// fenced are still members and reachable. Removals learned while fenced do not shrink that base:
+    /// a cut-off minority sees the majority's members removed while its resolver downs it, and would
+    /// otherwise count itself a majority of one and unfence with a lock table missing the majority's
+    /// locks (seen in LockPartitionTests). A removed member never returns (a restart is a new member),
+    /// so such a node stays fenced until it is restarted.
+    /// </summary>
+    public bool MayUnfence =>
+        _fencedAmong is null
+            ? HasMajority
+            : HasMajority && _fencedAmong.Count(m => _members.Contains(m) && !_unreachable.Contains(m)) * 2 > _fencedAmong.Count;
+
+    /// <summary>This node fenced itself: remember whom it needs back.</summary>
+    public void Fenced() => _fencedAmong = [.. _members];
+
+    /// <summary>This node took requests again.</summary>
+    public void Unfenced() => _fencedAmong = null;
+
     /// <summary>A member is Up.</summary>
     public IReadOnlyList<RecoveryEffect> MemberUp(string member)
     {

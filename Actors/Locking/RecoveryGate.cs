@@ -25,8 +25,8 @@ public sealed class RecoveryGate
         _events = events;
     }
 
-    /// <summary>Resources on this node may grant.</summary>
-    public bool IsGranting => !_recovering;
+    /// <summary>Resources on this node may grant: not recovering, and not fenced (a fenced node's lock table may lack the majority's locks).</summary>
+    public bool IsGranting => !_recovering && !_fenced;
 
     /// <summary>This node has not seen a majority for the fence timeout.</summary>
     public bool IsFenced => _fenced;
@@ -39,5 +39,13 @@ public sealed class RecoveryGate
         _events.Publish(RecoveryGateOpened.Instance);
     }
 
-    internal void Fence(bool fenced) => _fenced = fenced;
+    internal void Fence(bool fenced)
+    {
+        _fenced = fenced;
+        if (!fenced && !_recovering)
+        {
+            // Waiters held back while fenced may now be granted.
+            _events.Publish(RecoveryGateOpened.Instance);
+        }
+    }
 }

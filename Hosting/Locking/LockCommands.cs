@@ -43,9 +43,151 @@ public static class LockCommands
         var torture = new Command("torture", "Counter torture: clients on every node lock EX, increment a counter in the LVB, unlock; prints expected and found.") { tortureNode, clients, iterations, timeout };
         torture.SetAction((parse, ct) => Run(parse.GetValue(tortureNode), TimeSpan.FromSeconds(parse.GetValue(timeout) + 30), client => TortureAsync(client, parse.GetValue(clients), parse.GetValue(iterations), parse.GetValue(timeout), Console.Out, ct)));
         group.Subcommands.Add(torture);
+        group.Subcommands.Add(SessionTortureCommand());
+        group.Subcommands.Add(CheckIntervalsCommand());
+        group.Subcommands.Add(HoldCommand());
         group.Subcommands.Add(LockBench.Command());
         group.Subcommands.Add(LockProbe.Command());
         return group;
+    }
+
+    private static Command SessionTortureCommand()
+    {
+        var nodes = new Option<string[]>("--node") { Description = "Management HTTP address of a node (gRPC on port + 1000); repeat for each node. The first masters the counter and must stay up.", Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false };
+        var perNode = new Option<int>("--clients-per-node") { Description = "gRPC sessions per node.", DefaultValueFactory = _ => 3 };
+        var iterations = new Option<int>("--iterations") { Description = "Increments each client completes.", DefaultValueFactory = _ => 100 };
+        var holdMs = new Option<int>("--max-hold-ms") { Description = "Each EX hold lasts a random time up to this.", DefaultValueFactory = _ => 2 };
+        var intervalLog = new Option<string?>("--interval-log") { Description = "Append every EX hold (node, client, start, end) to this file; check it with `lockstep lock check-intervals`." };
+        var timeout = new Option<int>("--timeout") { Description = "Seconds the run may take.", DefaultValueFactory = _ => 300 };
+        var patience = new Option<int>("--patience") { Description = "Seconds a request may go unanswered on a live stream before it counts as never returned.", DefaultValueFactory = _ => 60 };
+        var command = new Command("torture-sessions", "Counter torture from this process through gRPC sessions on every --node; survives nodes dying and coming back (clients reconnect). Exit 1 unless every request returned and the counter is within the completed increments.")
+        {
+            nodes, perNode, iterations, holdMs, intervalLog, timeout, patience,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            var parsed = (parse.GetValue(nodes) ?? []).Select(n => (Text: n, Uri: ParseNode(n))).ToList();
+            if (parsed.Count == 0)
+            {
+                await Console.Error.WriteLineAsync("lockstep: torture-sessions needs at least one --node");
+                return 2;
+            }
+
+            if (parsed.FirstOrDefault(p => p.Uri is null).Text is { } bad)
+            {
+                await Console.Error.WriteLineAsync($"lockstep: --node '{bad}' is neither a URL nor host:port");
+                return 2;
+            }
+
+            if (parse.GetValue(perNode) < 1 || parse.GetValue(iterations) < 1 || parse.GetValue(holdMs) < 0 || parse.GetValue(timeout) < 1 || parse.GetValue(patience) < 1)
+            {
+                await Console.Error.WriteLineAsync("lockstep: --clients-per-node, --iterations, --timeout and --patience must be at least 1, --max-hold-ms at least 0");
+                return 2;
+            }
+
+            var settings = new LockSessionTortureSettings(parsed.Select(p => p.Uri!).ToList(), parse.GetValue(perNode), parse.GetValue(iterations),
+                TimeSpan.FromMilliseconds(parse.GetValue(holdMs)), parse.GetValue(intervalLog), TimeSpan.FromSeconds(parse.GetValue(timeout)), TimeSpan.FromSeconds(parse.GetValue(patience)));
+            try
+            {
+                var result = await LockSessionTorture.RunAsync(settings, Console.Out, ct);
+                foreach (var error in result.Errors)
+                {
+                    await Console.Out.WriteLineAsync($"error: {error}");
+                }
+
+                await Console.Out.WriteLineAsync(result.ToString());
+                if (!result.Ok)
+                {
+                    await Console.Error.WriteLineAsync($"lockstep: torture FAILED: {result}");
+                }
+
+                return result.Ok ? 0 : 1;
+            }
+            catch (Exception ex) when (ex is global::Grpc.Core.RpcException or LockBenchException or OperationCanceledException or SessionLostException or TimeoutException)
+            {
+                await Console.Error.WriteLineAsync($"lockstep: torture-sessions: {ex.GetBaseException().Message}");
+                return 3;
+            }
+        });
+        return command;
+    }
+
+    private static Command CheckIntervalsCommand()
+    {
+        var file = new Argument<string>("file") { Description = "Interval log written by `lockstep lock torture-sessions --interval-log`." };
+        var command = new Command("check-intervals", "Check that no two EX holds of a resource in an interval log overlap. Exit 1 on an overlap, 2 on an unreadable log.") { file };
+        command.SetAction(async parse =>
+        {
+            var path = parse.GetValue(file)!;
+            List<HoldInterval> holds;
+            try
+            {
+                holds = HoldIntervalLog.Parse(File.ReadLines(path));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException)
+            {
+                await Console.Error.WriteLineAsync($"lockstep: {path}: {ex.Message}");
+                return 2;
+            }
+
+            var overlaps = HoldIntervalChecker.FindOverlaps(holds);
+            await Console.Out.WriteAsync(HoldIntervalChecker.Report(holds, overlaps));
+            if (holds.Count == 0)
+            {
+                await Console.Error.WriteLineAsync($"lockstep: {path} holds no intervals");
+                return 1;
+            }
+
+            return overlaps.Count == 0 ? 0 : 1;
+        });
+        return command;
+    }
+
+    private static Command HoldCommand()
+    {
+        var node = NodeOption();
+        var resource = new Argument<string>("resource") { Description = "Resource to hold EX." };
+        var lockspace = new Option<string>("--lockspace") { Description = "Lockspace.", DefaultValueFactory = _ => "torture" };
+        var eventLog = new Option<string>("--event-log") { Description = "File the events are appended to (monotonic ns, event).", Required = true };
+        var seconds = new Option<int>("--seconds") { Description = "How long to run.", DefaultValueFactory = _ => 60 };
+        var probeMs = new Option<int>("--probe-ms") { Description = "After losing the lock, ask for it again (NOQUEUE) this often.", DefaultValueFactory = _ => 300 };
+        var command = new Command("hold", "Hold one EX lock and log when it is granted, lost (FENCED or the node's stream broke) and every later attempt at it. Exit 1 if anything was granted after the loss.")
+        {
+            resource, node, lockspace, eventLog, seconds, probeMs,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            var text = parse.GetValue(node) ?? DefaultNode;
+            if (ParseNode(text) is not { } uri)
+            {
+                await Console.Error.WriteLineAsync($"lockstep: --node '{text}' is neither a URL nor host:port");
+                return 2;
+            }
+
+            if (parse.GetValue(seconds) < 1 || parse.GetValue(probeMs) < 10)
+            {
+                await Console.Error.WriteLineAsync("lockstep: --seconds must be at least 1 and --probe-ms at least 10");
+                return 2;
+            }
+
+            try
+            {
+                var stale = await LockHolder.RunAsync(new LockHolderSettings(uri, parse.GetValue(resource)!, parse.GetValue(eventLog)!,
+                    TimeSpan.FromSeconds(parse.GetValue(seconds)), TimeSpan.FromMilliseconds(parse.GetValue(probeMs)), parse.GetValue(lockspace)!), Console.Out, ct);
+                if (stale)
+                {
+                    await Console.Error.WriteLineAsync("lockstep: a lock was granted to this client after it had lost it (stale grant)");
+                }
+
+                return stale ? 1 : 0;
+            }
+            catch (Exception ex) when (ex is global::Grpc.Core.RpcException or LockBenchException or SessionLostException or TimeoutException)
+            {
+                await Console.Error.WriteLineAsync($"lockstep: hold: {ex.GetBaseException().Message}");
+                return 3;
+            }
+        });
+        return command;
     }
 
     /// <summary>Default node: <c>LOCKSTEP_NODE</c>, else the default management port on this host.</summary>

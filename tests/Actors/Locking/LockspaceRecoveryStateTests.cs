@@ -140,6 +140,37 @@ public sealed class LockspaceRecoveryStateTests
         Assert.True(s.HasMajority);
     }
 
+    [Fact]
+    public void A_fenced_minority_does_not_unfence_when_the_majority_is_removed_from_its_view()
+    {
+        var s = ThreeMembers();
+        s.Unreachable(B);
+        s.Unreachable(C);
+        Assert.False(s.HasMajority);
+        s.Fenced();
+        s.Removed(B);
+        s.Removed(C);
+        Assert.True(s.HasMajority); // alone, it is "all" of what it still sees
+        Assert.False(s.MayUnfence);
+        s.MemberUp("b#7"); // a restarted B is a new member, not one of those it fenced among
+        Assert.False(s.MayUnfence);
+    }
+
+    [Fact]
+    public void A_fenced_node_unfences_when_those_it_fenced_among_are_reachable_again()
+    {
+        var s = ThreeMembers();
+        s.Unreachable(B);
+        s.Unreachable(C);
+        s.Fenced();
+        Assert.False(s.MayUnfence);
+        s.Reachable(B);
+        Assert.True(s.MayUnfence);
+        s.Unfenced();
+        Assert.Null(s.FencedAmong);
+        Assert.True(s.MayUnfence);
+    }
+
     /// <summary>One random event: kind, member index, generation, covered mask.</summary>
     public sealed record Step(int Kind, int Member, int Generation, int Mask);
 

@@ -33,10 +33,12 @@ public sealed class ComposeTopologyTests
     [Fact]
     public void The_script_uses_the_same_port_formulas_seed_and_flags()
     {
-        Assert.Contains("echo $((4053 + $1))", Script, StringComparison.Ordinal);
-        Assert.Contains("echo $((8558 + $1))", Script, StringComparison.Ordinal);
-        Assert.Contains("echo $((10809 + $1))", Script, StringComparison.Ordinal);
-        Assert.Contains("seed=\"127.0.0.1:$(remoting_port 1)\"", Script, StringComparison.Ordinal);
+        // The compose file is the script's layout with LOCKSTEP_PORT_OFFSET at its default 0.
+        Assert.Contains("offset=${LOCKSTEP_PORT_OFFSET:-0}", Script, StringComparison.Ordinal);
+        Assert.Contains("echo $((4053 + offset + $1))", Script, StringComparison.Ordinal);
+        Assert.Contains("echo $((8558 + offset + $1))", Script, StringComparison.Ordinal);
+        Assert.Contains("echo $((10809 + offset + $1))", Script, StringComparison.Ordinal);
+        Assert.Contains("start_node \"$i\" \"127.0.0.1:$(remoting_port 1)\"", Script, StringComparison.Ordinal);
         Assert.Contains("--http-write", Script, StringComparison.Ordinal);
         Assert.Contains("Lockstep__Journal__Provider: postgres", Compose, StringComparison.Ordinal);
         Assert.Contains("postgres:", Compose, StringComparison.Ordinal);

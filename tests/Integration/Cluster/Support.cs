@@ -81,7 +81,7 @@ public sealed class ChildProcess : IAsyncDisposable
     public bool HasExited => process.HasExited;
 
     /// <summary>Starts <paramref name="file"/> with stdin closed and both outputs captured.</summary>
-    public static ChildProcess Start(string file, IEnumerable<string> args, string? workingDirectory = null)
+    public static ChildProcess Start(string file, IEnumerable<string> args, string? workingDirectory = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(file)
         {
@@ -96,6 +96,11 @@ public sealed class ChildProcess : IAsyncDisposable
             info.ArgumentList.Add(arg);
         }
 
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[name] = value;
+        }
+
         var process = new Process { StartInfo = info };
         var child = new ChildProcess(process);
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (child.stdout) { child.stdout.AppendLine(e.Data); } } };
@@ -108,9 +113,9 @@ public sealed class ChildProcess : IAsyncDisposable
     }
 
     /// <summary>Runs a command to completion; kills it and fails the test when it overruns.</summary>
-    public static async Task<ProcessOutcome> RunAsync(string file, IEnumerable<string> args, TimeSpan timeout)
+    public static async Task<ProcessOutcome> RunAsync(string file, IEnumerable<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string>? environment = null)
     {
-        await using var child = Start(file, args);
+        await using var child = Start(file, args, environment: environment);
         return await child.WaitAsync(timeout, $"{Path.GetFileName(file)} {string.Join(' ', args)}");
     }
 
