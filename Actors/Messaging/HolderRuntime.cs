@@ -5,9 +5,15 @@ using Lockstep.Contracts.Messaging;
 namespace Lockstep.Actors.Messaging;
 
 /// <summary>What both holder actors share: running handlers and turning effects into envelopes.</summary>
-internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options, MessageHandlerRegistry handlers, string channelId)
+internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options, MessageHandlerRegistry handlers, string channelId, MessagingNodeStats stats, bool persisted)
 {
     public string ChannelId { get; } = channelId;
+
+    /// <summary>Where this holder publishes its table size for the node's stats and metrics.</summary>
+    public HolderGauge Gauge { get; } = stats.HolderStarted(channelId, persisted);
+
+    /// <summary>The holder stopped: its table no longer counts on this node.</summary>
+    public void Stopped() => stats.HolderStopped(Gauge);
 
     public string EntityType { get; } = MessagingChannel.TryParse(channelId, out var type, out _, out _) ? type : string.Empty;
 

@@ -47,6 +47,8 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
+    protected override void PostStop() => _runtime.Stopped();
+
     private void Apply(IReadOnlyList<HolderEffect<IActorRef>> effects) => HolderEffects.Apply(_runtime, _state, effects, Self, handOver =>
     {
         _handOver = handOver.Message;
@@ -101,5 +103,7 @@ internal static class HolderEffects
                     break;
             }
         }
+
+        runtime.Gauge.Update(state.Count, state.NextToRun, state.Runs, state.Rejections);
     }
 }

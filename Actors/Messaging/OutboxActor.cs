@@ -24,15 +24,18 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     private readonly MessageHandlerRegistry _handlers;
     private readonly OutboxState<TaskCompletionSource<SerializedPayload>> _state;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly MessagingNodeStats _stats;
     private long _resendsReported;
+    private long _completed;
 
     // The holder actor last heard from per channel, with its incarnation. First transmissions go straight to it,
     // skipping the two shard-region hops; every re-send goes through the region, so a holder that moved or died
     // costs one resend interval, never a lost call (the protocol already absorbs any lost envelope).
     private readonly Dictionary<string, (Guid Incarnation, IActorRef Holder)> _knownHolders = new(StringComparer.Ordinal);
 
-    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers)
+    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers, MessagingNodeStats stats)
     {
+        _stats = stats;
         _options = options;
         _memoryRegion = memoryRegion;
         _persistedRegion = persistedRegion;
@@ -161,6 +164,7 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
                     break;
                 case OutboxComplete<TaskCompletionSource<SerializedPayload>> c:
                     c.Caller.TrySetResult(c.Status);
+                    _completed++;
                     break;
                 case OutboxFail<TaskCompletionSource<SerializedPayload>> f:
                     f.Caller.TrySetException(new ReliableMessagingException(f.Reason));
@@ -176,6 +180,8 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
             MessagingMetrics.Resends.Add(_state.Resends - _resendsReported);
             _resendsReported = _state.Resends;
         }
+
+        _stats.OutboxUpdated(_state.Pending, _state.Resends, _completed);
     }
 
     private sealed record SelfRemoved

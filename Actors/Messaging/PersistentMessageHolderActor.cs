@@ -93,6 +93,12 @@ internal sealed class PersistentMessageHolderActor : ReceivePersistentActor
 
     public override string PersistenceId { get; }
 
+    protected override void PostStop()
+    {
+        _runtime.Stopped();
+        base.PostStop();
+    }
+
     /// <summary>The same id for every incarnation of a channel: the journal makes them one holder.</summary>
     internal static Guid StableIncarnation(string channelId) =>
         new(MD5.HashData(Encoding.UTF8.GetBytes("persisted-holder:" + channelId)));

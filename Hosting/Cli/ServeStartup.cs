@@ -35,6 +35,7 @@ internal static class ServeStartup
     /// <summary>Everything checkable before start; the first problem as one line, or null.</summary>
     public static string? Preflight(LockstepOptions options) =>
         CheckSeeds(options.Cluster.Seeds)
+        ?? options.Messaging.Validate()
         ?? CheckPortRange("remoting", "--port", options.Cluster.Port)
         ?? CheckPortRange("HTTP", "--http-port", options.Http.Port)
         ?? CheckPortRange("NBD", "--nbd-port", options.Nbd.Port)
