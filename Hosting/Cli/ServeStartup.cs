@@ -36,6 +36,7 @@ internal static class ServeStartup
     public static string? Preflight(LockstepOptions options) =>
         CheckSeeds(options.Cluster.Seeds)
         ?? options.Messaging.Validate()
+        ?? (options.Cluster.RetryGate <= TimeSpan.Zero ? $"Cluster:RetryGate must be positive, not {options.Cluster.RetryGate}" : null)
         ?? CheckPortRange("remoting", "--port", options.Cluster.Port)
         ?? CheckPortRange("HTTP", "--http-port", options.Http.Port)
         ?? CheckPortRange("NBD", "--nbd-port", options.Nbd.Port)

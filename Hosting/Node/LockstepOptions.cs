@@ -43,6 +43,14 @@ public sealed class LockstepOptions
 
         /// <summary>How long membership must be stable before the resolver downs the unreachable side.</summary>
         public TimeSpan StableAfter { get; set; } = TimeSpan.FromSeconds(1);
+
+        /// <summary>
+        /// How long remoting waits before it reconnects to a node after an association failed (Akka's
+        /// <c>retry-gate-closed-for</c>, 5 s by default). Everything sent to that node meanwhile is dropped, so on a
+        /// flapping link the 5 s default kept one node cut off for as long as the flapping lasted (measured with
+        /// TCP resets every second: probe runs of 400 requests took 27 s instead of 2 s).
+        /// </summary>
+        public TimeSpan RetryGate { get; set; } = TimeSpan.FromSeconds(1);
     }
 
     public sealed class HttpSection
