@@ -26,6 +26,7 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly MessagingNodeStats _stats;
     private long _resendsReported;
+    private readonly EnvelopeBatcher<IActorRef> _outgoing = new(MaxBatch);
     private long _completed;
 
     // The holder actor last heard from per channel, with its incarnation. First transmissions go straight to it,
@@ -44,16 +45,21 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
         _state = new OutboxState<TaskCompletionSource<SerializedPayload>>(self.Address.ToString(), self.Uid, options.Outbox);
 
         Receive<OutboxSend>(s => Apply(_state.Send(s.EntityType, s.EntityId, s.Payload, s.Completion, Now), direct: true));
-        Receive<HolderStatus>(s =>
+        Receive<HolderStatus>(OnStatus);
+        Receive<HolderDropConfirmed>(OnDropConfirmed);
+        Receive<OutboxBatch>(batch =>
         {
-            LearnHolder(s.ChannelId, s.HolderIncarnation);
-            Apply(_state.OnStatus(s, Now), direct: true);
+            foreach (var status in batch.Statuses)
+            {
+                OnStatus(status);
+            }
+
+            foreach (var confirm in batch.Confirms)
+            {
+                OnDropConfirmed(confirm);
+            }
         });
-        Receive<HolderDropConfirmed>(c =>
-        {
-            LearnHolder(c.ChannelId, c.HolderIncarnation);
-            Apply(_state.OnDropConfirmed(c, Now), direct: true);
-        });
+        Receive<FlushEnvelopes>(_ => Flush());
         Receive<HolderRejected>(r => Apply(_state.OnRejected(r, Now)));
         Receive<HolderGap>(g => Apply(_state.OnGap(g, Now)));
         Receive<HolderHandOver>(h => Apply(_state.OnHandOver(h, Now), handOverFrom: Sender));
@@ -89,6 +95,9 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
+    /// <summary>Most envelopes in one batch to a holder.</summary>
+    internal const int MaxBatch = 64;
+
     /// <summary>Pending calls (for stats).</summary>
     internal int Pending => _state.Pending;
 
@@ -108,10 +117,40 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
 
     protected override void PostStop()
     {
+        Flush();
         // The actor system is stopping: no status can arrive any more, so nobody may be left waiting.
         Apply(_state.Close("the node's actor system is shutting down; the request may or may not have run"));
         Context.System.EventStream.Unsubscribe(Self);
         Cluster.Get(Context.System).Unsubscribe(Self);
+    }
+
+    private void OnStatus(HolderStatus status)
+    {
+        LearnHolder(status.ChannelId, status.HolderIncarnation);
+        Apply(_state.OnStatus(status, Now), direct: true);
+    }
+
+    private void OnDropConfirmed(HolderDropConfirmed confirm)
+    {
+        LearnHolder(confirm.ChannelId, confirm.HolderIncarnation);
+        Apply(_state.OnDropConfirmed(confirm, Now), direct: true);
+    }
+
+    private void Enqueue(IActorRef to, string channelId, object envelope)
+    {
+        if (_outgoing.Add(to, channelId, envelope))
+        {
+            Self.Tell(FlushEnvelopes.Instance);
+        }
+    }
+
+    private void Flush()
+    {
+        foreach (var (to, message) in _outgoing.Drain(static (channel, items) =>
+                     new HolderBatch(channel, items.OfType<HolderDeliver>().ToList(), items.OfType<HolderDrop>().ToList())))
+        {
+            _options.Transport.Send(to, message, Self);
+        }
     }
 
     private void PurgeChannelsOf(UniqueAddress removed)
@@ -162,10 +201,10 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
             switch (effect)
             {
                 case OutboxTransmit<TaskCompletionSource<SerializedPayload>> t:
-                    _options.Transport.Send(Route(t.Request.ChannelId, direct && t.Request.Attempt == 1, t.Request.KnownIncarnation), t.Request, Self);
+                    Enqueue(Route(t.Request.ChannelId, direct && t.Request.Attempt == 1, t.Request.KnownIncarnation), t.Request.ChannelId, t.Request);
                     break;
                 case OutboxTransmitDrop<TaskCompletionSource<SerializedPayload>> d:
-                    _options.Transport.Send(Route(d.Drop.ChannelId, direct, incarnation: null), d.Drop, Self);
+                    Enqueue(Route(d.Drop.ChannelId, direct, incarnation: null), d.Drop.ChannelId, d.Drop);
                     break;
                 case OutboxComplete<TaskCompletionSource<SerializedPayload>> c:
                     c.Caller.TrySetResult(c.Status);
@@ -192,6 +231,12 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     private sealed record SelfRemoved
     {
         public static readonly SelfRemoved Instance = new();
+    }
+
+    /// <summary>Sent to itself when the first envelope is queued: everything queued by then goes out in batches.</summary>
+    private sealed record FlushEnvelopes : INoSerializationVerificationNeeded
+    {
+        public static readonly FlushEnvelopes Instance = new();
     }
 
     private sealed record Tick
