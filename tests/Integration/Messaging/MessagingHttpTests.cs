@@ -52,6 +52,16 @@ public sealed class MessagingHttpTests
             Assert.Contains($"lockstep_messaging_node_holders{{kind=\"memory\"}} {ProbeLedger.EntityTypes.Count}", metrics);
             Assert.Contains("lockstep_messaging_node_outbox_completed ", metrics);
 
+            // The CLI drives the same route and combines the ledgers.
+            var address = $"127.0.0.1:{ports[1]}";
+            var cli = await ChildProcess.RunAsync(Repo.Lockstep, ["messaging", "probe", "--node", address, "--requests", "300", "--callers", "4", "--ledger", address], TimeSpan.FromSeconds(120));
+            Assert.True(cli.ExitCode == 0, cli.ToString());
+            Assert.Contains("300/300 callers got their status", cli.Stdout);
+            Assert.Contains("ran exactly once 300/300 (more than once 0, never 0); order violations 0", cli.Stdout);
+            var usage = await ChildProcess.RunAsync(Repo.Lockstep, ["messaging", "probe", "--node", address, "--requests", "0"], TimeSpan.FromSeconds(60));
+            Assert.Equal(2, usage.ExitCode);
+            Assert.Contains("requests must be 1..", usage.Stderr);
+
             using var bad = await http.PostAsync("/v1/messaging/probe/run", new StringContent("{\"requests\":0}", Encoding.UTF8, "application/json"));
             Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
             Assert.Contains("requests must be 1..", await bad.Content.ReadAsStringAsync());
