@@ -5,9 +5,15 @@ using Lockstep.Contracts.Messaging;
 namespace Lockstep.Actors.Messaging;
 
 /// <summary>What both holder actors share: running handlers and turning effects into envelopes.</summary>
-internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options, MessageHandlerRegistry handlers, string channelId)
+internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options, MessageHandlerRegistry handlers, string channelId, MessagingNodeStats stats, bool persisted)
 {
     public string ChannelId { get; } = channelId;
+
+    /// <summary>Where this holder publishes its table size for the node's stats and metrics.</summary>
+    public HolderGauge Gauge { get; } = stats.HolderStarted(channelId, persisted);
+
+    /// <summary>The holder stopped: its table no longer counts on this node.</summary>
+    public void Stopped() => stats.HolderStopped(Gauge);
 
     public string EntityType { get; } = MessagingChannel.TryParse(channelId, out var type, out _, out _) ? type : string.Empty;
 
@@ -50,7 +56,36 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
         handling.ContinueWith(t => self.Tell(new HandlerDone(seq, StatusOf(t))), TaskScheduler.Default);
     }
 
-    public void Send(IActorRef to, object message, IActorRef self) => options.Transport.Send(to, message, self);
+    /// <summary>
+    /// Statuses and drop confirmations wait here until the holder flushes (<see cref="FlushReplies"/>, sent to itself
+    /// when the first one came in), then go to each outbox as one <see cref="OutboxBatch"/>. Everything else goes at once.
+    /// </summary>
+    private readonly EnvelopeBatcher<IActorRef> _replies = new(64);
+
+    public void Send(IActorRef to, object message, IActorRef self)
+    {
+        if (message is HolderStatus or HolderDropConfirmed)
+        {
+            if (_replies.Add(to, ChannelId, message))
+            {
+                self.Tell(FlushReplies.Instance);
+            }
+
+            return;
+        }
+
+        options.Transport.Send(to, message, self);
+    }
+
+    /// <summary>Sends the waiting replies (on <see cref="FlushReplies"/>, and when the holder stops).</summary>
+    public void Flush(IActorRef self)
+    {
+        foreach (var (to, message) in _replies.Drain(static (_, items) =>
+                     new OutboxBatch(items.OfType<HolderStatus>().ToList(), items.OfType<HolderDropConfirmed>().ToList())))
+        {
+            options.Transport.Send(to, message, self);
+        }
+    }
 
     private SerializedPayload StatusOf(Task<IProtocolMessage> finished)
     {
@@ -69,6 +104,12 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
 
     private SerializedPayload Fault(Exception ex) =>
         PayloadCodec.Serialize(system, new HandlerFault(ex.GetType().FullName ?? ex.GetType().Name, ex.Message));
+}
+
+/// <summary>A holder sent itself this when its first reply was queued: time to send the batch.</summary>
+internal sealed record FlushReplies : INoSerializationVerificationNeeded
+{
+    public static readonly FlushReplies Instance = new();
 }
 
 /// <summary>A handler finished (local message from the handler's continuation to its holder).</summary>

@@ -23,23 +23,27 @@ public sealed class LockstepMessaging : IExtension
     {
         Options = options;
         MessagingMetrics.ReportedCap = options.HolderCap;
+        Stats = new MessagingNodeStats(options.HolderCap);
         var sharding = ClusterSharding.Get(system);
 
         // Holders must never be passivated while idle: an in-memory holder would forget what it ran.
         var settings = ClusterShardingSettings.Create(system).WithPassivateIdleAfter(TimeSpan.Zero).WithRememberEntities(false);
         var extractor = new HolderMessageExtractor(options.HolderShards);
         MemoryRegion = sharding.Start(MemoryRegionName,
-            channel => Props.Create(() => new MessageHolderActor(new HolderRuntime(system, options, Handlers, channel))),
+            channel => Props.Create(() => new MessageHolderActor(new HolderRuntime(system, options, Handlers, channel, Stats, persisted: false))),
             settings, extractor, ShardAllocationStrategy.LeastShardAllocationStrategy(1, 0.1), Contracts.Messaging.HolderHandOffStop.Instance);
         PersistedRegion = sharding.Start(PersistedRegionName,
-            channel => Props.Create(() => new PersistentMessageHolderActor(new HolderRuntime(system, options, Handlers, channel))),
+            channel => Props.Create(() => new PersistentMessageHolderActor(new HolderRuntime(system, options, Handlers, channel, Stats, persisted: true))),
             settings, extractor, ShardAllocationStrategy.LeastShardAllocationStrategy(1, 0.1), Contracts.Messaging.HolderHandOffStop.Instance);
-        Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Handlers)), "lockstep-outbox");
+        Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Handlers, Stats)), "lockstep-outbox");
         Sender = new ReliableSender(system, Outbox);
     }
 
     /// <summary>The options the layer runs with.</summary>
     public MessagingOptions Options { get; }
+
+    /// <summary>This node's live numbers: holder tables, pending calls, re-sends.</summary>
+    public MessagingNodeStats Stats { get; }
 
     /// <summary>Send requests through the layer.</summary>
     public IReliableSender Sender { get; }

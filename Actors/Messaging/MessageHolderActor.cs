@@ -21,6 +21,19 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
         _state = new MessageHolderState<IActorRef>(runtime.Options.HolderCap, Guid.NewGuid());
         Receive<HolderDeliver>(d => Apply(_state.Lookup(d, Sender, _runtime.HandlerAvailable)));
         Receive<HolderDrop>(d => Apply(_state.Drop(d.Seq, Sender)));
+        Receive<HolderBatch>(batch =>
+        {
+            foreach (var deliver in batch.Delivers)
+            {
+                Apply(_state.Lookup(deliver, Sender, _runtime.HandlerAvailable));
+            }
+
+            foreach (var drop in batch.Drops)
+            {
+                Apply(_state.Drop(drop.Seq, Sender));
+            }
+        });
+        Receive<FlushReplies>(_ => _runtime.Flush(Self));
         Receive<HandlerDone>(d => Apply(_state.Completed(d.Seq, d.Status)));
         Receive<HolderHandOffStop>(_ => Apply(_state.BeginHandOver(handOverToSender: true)));
         Receive<HolderHandOverAck>(ack =>
@@ -46,6 +59,12 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
+
+    protected override void PostStop()
+    {
+        _runtime.Flush(Self);
+        _runtime.Stopped();
+    }
 
     private void Apply(IReadOnlyList<HolderEffect<IActorRef>> effects) => HolderEffects.Apply(_runtime, _state, effects, Self, handOver =>
     {
@@ -101,5 +120,7 @@ internal static class HolderEffects
                     break;
             }
         }
+
+        runtime.Gauge.Update(state.Count, state.NextToRun, state.Runs, state.Rejections);
     }
 }

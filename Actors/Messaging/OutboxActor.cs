@@ -24,15 +24,19 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     private readonly MessageHandlerRegistry _handlers;
     private readonly OutboxState<TaskCompletionSource<SerializedPayload>> _state;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly MessagingNodeStats _stats;
     private long _resendsReported;
+    private readonly EnvelopeBatcher<IActorRef> _outgoing = new(MaxBatch);
+    private long _completed;
 
     // The holder actor last heard from per channel, with its incarnation. First transmissions go straight to it,
     // skipping the two shard-region hops; every re-send goes through the region, so a holder that moved or died
     // costs one resend interval, never a lost call (the protocol already absorbs any lost envelope).
     private readonly Dictionary<string, (Guid Incarnation, IActorRef Holder)> _knownHolders = new(StringComparer.Ordinal);
 
-    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers)
+    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers, MessagingNodeStats stats)
     {
+        _stats = stats;
         _options = options;
         _memoryRegion = memoryRegion;
         _persistedRegion = persistedRegion;
@@ -41,16 +45,21 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
         _state = new OutboxState<TaskCompletionSource<SerializedPayload>>(self.Address.ToString(), self.Uid, options.Outbox);
 
         Receive<OutboxSend>(s => Apply(_state.Send(s.EntityType, s.EntityId, s.Payload, s.Completion, Now), direct: true));
-        Receive<HolderStatus>(s =>
+        Receive<HolderStatus>(OnStatus);
+        Receive<HolderDropConfirmed>(OnDropConfirmed);
+        Receive<OutboxBatch>(batch =>
         {
-            LearnHolder(s.ChannelId, s.HolderIncarnation);
-            Apply(_state.OnStatus(s, Now), direct: true);
+            foreach (var status in batch.Statuses)
+            {
+                OnStatus(status);
+            }
+
+            foreach (var confirm in batch.Confirms)
+            {
+                OnDropConfirmed(confirm);
+            }
         });
-        Receive<HolderDropConfirmed>(c =>
-        {
-            LearnHolder(c.ChannelId, c.HolderIncarnation);
-            Apply(_state.OnDropConfirmed(c, Now), direct: true);
-        });
+        Receive<FlushEnvelopes>(_ => Flush());
         Receive<HolderRejected>(r => Apply(_state.OnRejected(r, Now)));
         Receive<HolderGap>(g => Apply(_state.OnGap(g, Now)));
         Receive<HolderHandOver>(h => Apply(_state.OnHandOver(h, Now), handOverFrom: Sender));
@@ -66,6 +75,11 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
             _knownHolders.Clear();
             Apply(_state.ResendAll(Now));
         });
+        // A member the failure detector had given up on answers again: what was sent to it meanwhile was probably
+        // lost and has backed off up to MaxResendMs; re-send now instead of waiting out the back-off (measured between
+        // real processes with TCP resets: calls stalled ~4 s after every heal without this).
+        Receive<ClusterEvent.ReachableMember>(_ => Apply(_state.ResendAll(Now)));
+        Receive<ClusterEvent.IReachabilityEvent>(_ => { });
         Receive<SelfRemoved>(_ => Apply(_state.Close("this node was removed from the cluster (left or downed); the request may or may not have run")));
         Receive<ClusterEvent.MemberRemoved>(removed =>
         {
@@ -81,6 +95,9 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
+    /// <summary>Most envelopes in one batch to a holder.</summary>
+    internal const int MaxBatch = 64;
+
     /// <summary>Pending calls (for stats).</summary>
     internal int Pending => _state.Pending;
 
@@ -90,7 +107,7 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     {
         Context.System.EventStream.Subscribe(Self, typeof(AssociatedEvent));
         Context.System.EventStream.Subscribe(Self, typeof(DisassociatedEvent));
-        Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.IMemberEvent));
+        Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
         Timers.StartPeriodicTimer("resend", Tick.Instance, _options.TickInterval);
 
         // Fires when this node is removed (left, or downed by the split-brain resolver) or its cluster shuts down.
@@ -100,10 +117,40 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
 
     protected override void PostStop()
     {
+        Flush();
         // The actor system is stopping: no status can arrive any more, so nobody may be left waiting.
         Apply(_state.Close("the node's actor system is shutting down; the request may or may not have run"));
         Context.System.EventStream.Unsubscribe(Self);
         Cluster.Get(Context.System).Unsubscribe(Self);
+    }
+
+    private void OnStatus(HolderStatus status)
+    {
+        LearnHolder(status.ChannelId, status.HolderIncarnation);
+        Apply(_state.OnStatus(status, Now), direct: true);
+    }
+
+    private void OnDropConfirmed(HolderDropConfirmed confirm)
+    {
+        LearnHolder(confirm.ChannelId, confirm.HolderIncarnation);
+        Apply(_state.OnDropConfirmed(confirm, Now), direct: true);
+    }
+
+    private void Enqueue(IActorRef to, string channelId, object envelope)
+    {
+        if (_outgoing.Add(to, channelId, envelope))
+        {
+            Self.Tell(FlushEnvelopes.Instance);
+        }
+    }
+
+    private void Flush()
+    {
+        foreach (var (to, message) in _outgoing.Drain(static (channel, items) =>
+                     new HolderBatch(channel, items.OfType<HolderDeliver>().ToList(), items.OfType<HolderDrop>().ToList())))
+        {
+            _options.Transport.Send(to, message, Self);
+        }
     }
 
     private void PurgeChannelsOf(UniqueAddress removed)
@@ -154,13 +201,14 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
             switch (effect)
             {
                 case OutboxTransmit<TaskCompletionSource<SerializedPayload>> t:
-                    _options.Transport.Send(Route(t.Request.ChannelId, direct && t.Request.Attempt == 1, t.Request.KnownIncarnation), t.Request, Self);
+                    Enqueue(Route(t.Request.ChannelId, direct && t.Request.Attempt == 1, t.Request.KnownIncarnation), t.Request.ChannelId, t.Request);
                     break;
                 case OutboxTransmitDrop<TaskCompletionSource<SerializedPayload>> d:
-                    _options.Transport.Send(Route(d.Drop.ChannelId, direct, incarnation: null), d.Drop, Self);
+                    Enqueue(Route(d.Drop.ChannelId, direct, incarnation: null), d.Drop.ChannelId, d.Drop);
                     break;
                 case OutboxComplete<TaskCompletionSource<SerializedPayload>> c:
                     c.Caller.TrySetResult(c.Status);
+                    _completed++;
                     break;
                 case OutboxFail<TaskCompletionSource<SerializedPayload>> f:
                     f.Caller.TrySetException(new ReliableMessagingException(f.Reason));
@@ -176,11 +224,19 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
             MessagingMetrics.Resends.Add(_state.Resends - _resendsReported);
             _resendsReported = _state.Resends;
         }
+
+        _stats.OutboxUpdated(_state.Pending, _state.Resends, _completed);
     }
 
     private sealed record SelfRemoved
     {
         public static readonly SelfRemoved Instance = new();
+    }
+
+    /// <summary>Sent to itself when the first envelope is queued: everything queued by then goes out in batches.</summary>
+    private sealed record FlushEnvelopes : INoSerializationVerificationNeeded
+    {
+        public static readonly FlushEnvelopes Instance = new();
     }
 
     private sealed record Tick

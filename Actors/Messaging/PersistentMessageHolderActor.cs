@@ -32,26 +32,7 @@ internal sealed class PersistentMessageHolderActor : ReceivePersistentActor
         Recover<HolderChannelPurged>(_ => _state.ApplyPurged());
         Recover<RecoveryCompleted>(_ => Execute(_state.ResumeAfterRecovery()));
 
-        Command<HolderDeliver>(d =>
-        {
-            var effects = _state.Lookup(d, Sender, _runtime.HandlerAvailable);
-            var started = effects.OfType<HolderRun<IActorRef>>().Select(r => new HolderRunStarted(r.Seq, r.TargetId, r.Payload)).ToArray();
-            if (started.Length == 0)
-            {
-                Execute(effects);
-                return;
-            }
-
-            var written = 0;
-            PersistAll(started, _ =>
-            {
-                if (++written == started.Length)
-                {
-                    Execute(effects);
-                    Journaled(started.Length);
-                }
-            });
-        });
+        Command<HolderDeliver>(OnDeliver);
         Command<HandlerDone>(d =>
         {
             var effects = _state.Completed(d.Seq, d.Status);
@@ -61,22 +42,20 @@ internal sealed class PersistentMessageHolderActor : ReceivePersistentActor
                 Journaled(1);
             });
         });
-        Command<HolderDrop>(d =>
+        Command<HolderDrop>(OnDrop);
+        Command<HolderBatch>(batch =>
         {
-            var before = _state.Count;
-            var effects = _state.Drop(d.Seq, Sender);
-            if (_state.Count == before)
+            foreach (var deliver in batch.Delivers)
             {
-                Execute(effects);
-                return;
+                OnDeliver(deliver);
             }
 
-            Persist(new HolderEntryDropped(d.Seq), _ =>
+            foreach (var drop in batch.Drops)
             {
-                Execute(effects);
-                Journaled(1);
-            });
+                OnDrop(drop);
+            }
         });
+        Command<FlushReplies>(_ => _runtime.Flush(Self));
         Command<PurgeChannel>(p =>
         {
             var replyTo = Sender;
@@ -92,6 +71,51 @@ internal sealed class PersistentMessageHolderActor : ReceivePersistentActor
     }
 
     public override string PersistenceId { get; }
+
+    protected override void PostStop()
+    {
+        _runtime.Flush(Self);
+        _runtime.Stopped();
+        base.PostStop();
+    }
+
+    private void OnDeliver(HolderDeliver d)
+    {
+        var effects = _state.Lookup(d, Sender, _runtime.HandlerAvailable);
+        var started = effects.OfType<HolderRun<IActorRef>>().Select(r => new HolderRunStarted(r.Seq, r.TargetId, r.Payload)).ToArray();
+        if (started.Length == 0)
+        {
+            Execute(effects);
+            return;
+        }
+
+        var written = 0;
+        PersistAll(started, _ =>
+        {
+            if (++written == started.Length)
+            {
+                Execute(effects);
+                Journaled(started.Length);
+            }
+        });
+    }
+
+    private void OnDrop(HolderDrop d)
+    {
+        var before = _state.Count;
+        var effects = _state.Drop(d.Seq, Sender);
+        if (_state.Count == before)
+        {
+            Execute(effects);
+            return;
+        }
+
+        Persist(new HolderEntryDropped(d.Seq), _ =>
+        {
+            Execute(effects);
+            Journaled(1);
+        });
+    }
 
     /// <summary>The same id for every incarnation of a channel: the journal makes them one holder.</summary>
     internal static Guid StableIncarnation(string channelId) =>

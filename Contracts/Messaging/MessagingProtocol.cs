@@ -200,3 +200,18 @@ public sealed record HolderHandOffStop : IMessagingProtocol
     /// <summary>The single instance.</summary>
     public static readonly HolderHandOffStop Instance = new();
 }
+
+/// <summary>
+/// Several requests and drops of one channel in one remote message (the outbox collects what it sends while
+/// working through its mailbox and sends one batch per holder). The holder handles them as if they had come one by
+/// one: delivers in order, then drops. Cuts per-message remoting cost under load; an idle call waits for no batch.
+/// </summary>
+public sealed record HolderBatch(string ChannelId, IReadOnlyList<HolderDeliver> Delivers, IReadOnlyList<HolderDrop> Drops)
+    : IMessagingProtocol, IWithEntityId
+{
+    /// <inheritdoc />
+    public string EntityId => ChannelId;
+}
+
+/// <summary>Several statuses and drop confirmations from one holder to one outbox in one remote message.</summary>
+public sealed record OutboxBatch(IReadOnlyList<HolderStatus> Statuses, IReadOnlyList<HolderDropConfirmed> Confirms) : IMessagingProtocol;

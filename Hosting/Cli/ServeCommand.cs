@@ -19,11 +19,12 @@ internal static class ServeCommand
         var journal = new Option<string>("--journal") { Description = "Journal: sqlite (default) or postgres." };
         journal.AcceptOnlyFromAmong("sqlite", "postgres");
         var connection = new Option<string>("--connection-string") { Description = "Journal connection string." };
+        var holderCap = new Option<int?>("--holder-cap") { Description = "Reliable messaging: entries one channel's message holder keeps (default 4096)." };
         var demo = new Option<bool>("--demo") { Description = "Create and export a demo volume mirrored over two leg files." };
 
         var command = new Command("serve", "Run a Lockstep node.")
         {
-            host, port, seeds, nodeId, data, httpPort, httpWrite, nbdPort, journal, connection, demo,
+            host, port, seeds, nodeId, data, httpPort, httpWrite, nbdPort, journal, connection, demo, holderCap,
         };
 
         command.SetAction(async (parse, cancellation) =>
@@ -49,6 +50,7 @@ internal static class ServeCommand
             Set(journal, "Journal:Provider");
             Set(connection, "Journal:ConnectionString");
             Set(demo, "Nbd:DemoVolume");
+            Set(holderCap, "Messaging:HolderCap");
             var seedValues = parse.GetValue(seeds) ?? [];
             for (var i = 0; i < seedValues.Length; i++)
             {

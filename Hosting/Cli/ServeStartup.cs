@@ -35,6 +35,8 @@ internal static class ServeStartup
     /// <summary>Everything checkable before start; the first problem as one line, or null.</summary>
     public static string? Preflight(LockstepOptions options) =>
         CheckSeeds(options.Cluster.Seeds)
+        ?? options.Messaging.Validate()
+        ?? (options.Cluster.RetryGate <= TimeSpan.Zero ? $"Cluster:RetryGate must be positive, not {options.Cluster.RetryGate}" : null)
         ?? CheckPortRange("remoting", "--port", options.Cluster.Port)
         ?? CheckPortRange("HTTP", "--http-port", options.Http.Port)
         ?? CheckPortRange("NBD", "--nbd-port", options.Nbd.Port)

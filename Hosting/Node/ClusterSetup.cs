@@ -33,6 +33,7 @@ public static class ClusterSetup
           log-info-verbose = off
         }
         akka.remote.dot-netty.tcp.maximum-frame-size = 4MiB
+        akka.remote.retry-gate-closed-for = {{(int)options.Cluster.RetryGate.TotalMilliseconds}}ms
         akka.coordinated-shutdown.exit-clr = off
         """;
 

@@ -2,6 +2,7 @@ using Akka.Hosting;
 using Lockstep.Hosting.Cli;
 using Lockstep.Hosting.Locking;
 using Lockstep.Hosting.Management;
+using Lockstep.Hosting.Messaging;
 using Lockstep.Hosting.Nbd;
 using Lockstep.Hosting.Volumes;
 
@@ -18,12 +19,14 @@ internal static class NodeModules
         akka.WithJoinDeadline();
         akka.WithLockstepVolumes(options);
         akka.WithLockstepLocking(services);
+        akka.WithLockstepMessaging(options, services);
     }
 
     public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
     {
         services.AddLockstepVolumes(options);
         services.AddLockstepLocking(options);
+        services.AddLockstepMessaging();
         services.AddLockstepNbd(nbd => (nbd.Host, nbd.Port) = (options.Nbd.Host, options.Nbd.Port));
     }
 
@@ -32,5 +35,6 @@ internal static class NodeModules
         app.MapLockstepManagement(options);
         app.MapLockstepVolumes(options);
         app.MapLockstepLocking();
+        app.MapLockstepMessaging();
     }
 }
