@@ -68,10 +68,18 @@ public sealed class BitmapSlotState
     /// <summary>
     /// Registers a write into chunks <paramref name="first"/>..<paramref name="last"/> (inclusive). Returns the
     /// generation that must be flushed before the data write may start, or 0 when every bit is already on disk.
+    /// <para>
+    /// <paramref name="setAhead"/> &gt; 0 (the caller saw a sequential stream) also sets the bits of up to that many
+    /// untracked chunks after <paramref name="last"/> in the same flush, when this write has to wait for one anyway:
+    /// a stream then pays one bitmap sync per <paramref name="setAhead"/> + 1 chunks instead of one per chunk. A bit
+    /// set ahead only widens what a crash recovery copies; those chunks start idle at <paramref name="now"/> and are
+    /// cleared like any other once idle.
+    /// </para>
     /// </summary>
-    public long BeginWrite(long first, long last)
+    public long BeginWrite(long first, long last, int setAhead = 0, long now = 0)
     {
         CheckRange(first, last);
+        ArgumentOutOfRangeException.ThrowIfNegative(setAhead);
         long wait = 0;
         for (var c = first; c <= last; c++)
         {
@@ -101,7 +109,29 @@ public sealed class BitmapSlotState
             }
         }
 
+        if (setAhead > 0 && wait == NextGeneration)
+        {
+            SetAhead(last + 1, Math.Min(ChunkCount - 1, last + setAhead), now);
+        }
+
         return wait <= FlushedGeneration ? 0 : wait;
+    }
+
+    private void SetAhead(long from, long to, long now)
+    {
+        for (var c = from; c <= to; c++)
+        {
+            ref var chunk = ref CollectionsMarshal.GetValueRefOrAddDefault(_chunks, c, out var exists);
+            if (exists)
+            {
+                continue; // tracked already: its own writes or clears settle it
+            }
+
+            chunk.Phase = Phase.Setting;
+            chunk.Generation = NextGeneration;
+            chunk.IdleSince = now;
+            SetBit(c, true);
+        }
     }
 
     /// <summary>Ends a write registered with <see cref="BeginWrite"/>; the chunks start their idle time at <paramref name="now"/>.</summary>

@@ -54,6 +54,8 @@ public sealed class MirrorVolume : IBlockDevice
     private readonly SemaphoreSlim _legStateLock = new(1, 1);
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly long _clearDelayTicks;
+    private readonly int _setAheadChunks;
+    private long _lastWriteEnd = -1;
     private Timer? _clearTimer;
     private Task _idleClear = Task.CompletedTask;
     private int _idleClearRunning;
@@ -78,6 +80,7 @@ public sealed class MirrorVolume : IBlockDevice
         _bitmap = new BitmapSlotState(layout.ChunkCount);
         _eventsCounter = legs.Max(l => l.Superblock.Events);
         _clearDelayTicks = (long)(options.BitmapClearDelay.TotalSeconds * Stopwatch.Frequency);
+        _setAheadChunks = (int)Math.Min(layout.ChunkCount, options.BitmapSetAheadBytes / descriptor.Geometry.ChunkSizeBytes);
     }
 
     public string Name => _descriptor.Name;
@@ -659,7 +662,11 @@ public sealed class MirrorVolume : IBlockDevice
                 throw new BlockIoException(BlockIoError.Io, $"volume '{Name}': the write-intent bitmap cannot be written: {fault.Message}", fault);
             }
 
-            wait = _bitmap.BeginWrite(first, last);
+            // A write that starts where the previous one ended is a stream: let its bitmap sync cover the chunks
+            // it is about to reach too (BitmapSlotState.BeginWrite).
+            var sequential = start == _lastWriteEnd;
+            _lastWriteEnd = end;
+            wait = _bitmap.BeginWrite(first, last, sequential ? _setAheadChunks : 0, Stopwatch.GetTimestamp());
             (op.FirstChunk, op.LastChunk, op.Marked) = (first, last, true);
             if (wait == 0)
             {

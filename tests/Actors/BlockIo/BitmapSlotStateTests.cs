@@ -44,6 +44,41 @@ public sealed class BitmapSlotStateTests
     }
 
     [Fact]
+    public void A_stream_sets_bits_ahead_in_the_same_flush_and_its_next_writes_do_not_wait()
+    {
+        var state = new BitmapSlotState(100);
+        state.BeginWrite(9, 9); // already tracked: set ahead leaves it to its own write
+        Assert.Equal(1, state.BeginWrite(5, 5, setAhead: 4, now: 100));
+        Assert.Equal([5L, 6L, 7L, 8L, 9L], Enumerable.Range(0, 100).Select(c => (long)c).Where(state.IsSet));
+        Flush(state);
+        state.EndWrite(5, 5, now: 110);
+        state.EndWrite(9, 9, now: 110);
+        Assert.Equal(0, state.BeginWrite(6, 6, setAhead: 4, now: 120)); // on disk already: no wait, nothing more set
+        Assert.Equal(5, state.SetBitCount);
+        state.EndWrite(6, 6, now: 130);
+
+        // Chunks set ahead and never written are idle since the write that set them, and clear like the rest.
+        Assert.Equal(0, state.CollectIdle(now: 199, idle: 100));
+        Assert.Equal(2, state.CollectIdle(now: 200, idle: 100)); // 7 and 8 (set ahead at 100)
+        Assert.Equal(3, state.CollectIdle(now: 230, idle: 100)); // 5, 9 (ended 110) and 6 (ended 130)
+        Flush(state);
+        Assert.Equal(0, state.TrackedChunks);
+    }
+
+    [Fact]
+    public void Setting_ahead_stops_at_the_end_of_the_volume_and_only_rides_on_a_flush_the_write_needs()
+    {
+        var state = new BitmapSlotState(10);
+        Assert.Equal(1, state.BeginWrite(8, 8, setAhead: 16, now: 0));
+        Assert.True(state.IsSet(9));
+        Assert.Equal(2, state.SetBitCount);
+        Flush(state);
+        Assert.Equal(0, state.BeginWrite(8, 8, setAhead: 16, now: 0)); // no flush needed, so nothing set ahead
+        Assert.False(state.HasUnflushedChanges);
+        Assert.Throws<ArgumentOutOfRangeException>(() => state.BeginWrite(0, 0, setAhead: -1));
+    }
+
+    [Fact]
     public void Bits_clear_only_after_the_idle_delay_and_only_when_flushed()
     {
         var state = new BitmapSlotState(10);
@@ -154,7 +189,8 @@ public sealed class BitmapSlotStateTests
                 {
                     case 0 or 1:
                         var last = Math.Min(chunks - 1, chunk + span);
-                        var wait = state.BeginWrite(chunk, last);
+                        // Kind 1 is a write that looks sequential: it may set bits ahead of itself.
+                        var wait = state.BeginWrite(chunk, last, setAhead: kind == 1 ? span + 1 : 0, now);
                         writes.Add((chunk, last, wait == 0 ? state.FlushedGeneration : wait));
                         break;
                     case 2 when writes.Count > 0:

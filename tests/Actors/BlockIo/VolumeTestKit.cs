@@ -106,12 +106,19 @@ public sealed class TestLeg(ILegDevice inner) : ILegDevice
 
     public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> buffer, CancellationToken cancellation = default)
     {
+        await BeforeWriteAsync(offset, buffer.Length).ConfigureAwait(false);
+        await inner.WriteAsync(offset, buffer, cancellation).ConfigureAwait(false);
+    }
+
+    /// <summary>What every write goes through first: the injected failure, the hold, the record of its offset.</summary>
+    private async ValueTask BeforeWriteAsync(long offset, int length)
+    {
         if (FailWrites)
         {
             throw new IOException("injected write error (EIO)");
         }
 
-        if (_hold is { } hold && hold(offset, buffer.Length))
+        if (_hold is { } hold && hold(offset, length))
         {
             var release = _release.Task;
             HeldArrived.TrySetResult(offset);
@@ -119,7 +126,6 @@ public sealed class TestLeg(ILegDevice inner) : ILegDevice
         }
 
         Writes.Enqueue(offset);
-        await inner.WriteAsync(offset, buffer, cancellation).ConfigureAwait(false);
     }
 
     public ValueTask FlushAsync(CancellationToken cancellation = default)
@@ -139,19 +145,7 @@ public sealed class TestLeg(ILegDevice inner) : ILegDevice
     /// <summary>Passes a durable write on as one (a buffered leg syncs its range only), after the same hold and failure checks as a write.</summary>
     public async ValueTask WriteDurableAsync(long offset, ReadOnlyMemory<byte> buffer, CancellationToken cancellation = default)
     {
-        if (FailWrites)
-        {
-            throw new IOException("injected write error (EIO)");
-        }
-
-        if (_hold is { } hold && hold(offset, buffer.Length))
-        {
-            var release = _release.Task;
-            HeldArrived.TrySetResult(offset);
-            await release.ConfigureAwait(false);
-        }
-
-        Writes.Enqueue(offset);
+        await BeforeWriteAsync(offset, buffer.Length).ConfigureAwait(false);
         DurableWrites.Enqueue(offset);
         await inner.WriteDurableAsync(offset, buffer, cancellation).ConfigureAwait(false);
     }

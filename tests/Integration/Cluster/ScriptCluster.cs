@@ -1,6 +1,4 @@
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using Xunit;
 
 namespace Lockstep.Integration.Tests.Cluster;
@@ -48,7 +46,7 @@ public sealed class ScriptCluster : IAsyncDisposable
         {
             var offset = 20000 + random.Next(0, 190) * 10;
             var ports = Enumerable.Range(1, nodes).SelectMany(i => new[] { 4053, 8558, 9558, 10809 }.Select(b => b + offset + i));
-            if (ports.All(IsFree))
+            if (ports.All(FreePorts.IsFree))
             {
                 return new ScriptCluster(offset, System.IO.Directory.CreateTempSubdirectory("lockstep-cluster-").FullName);
             }
@@ -82,19 +80,5 @@ public sealed class ScriptCluster : IAsyncDisposable
         }
 
         System.IO.Directory.Delete(Directory, recursive: true);
-    }
-
-    private static bool IsFree(int port)
-    {
-        try
-        {
-            using var listener = new TcpListener(IPAddress.Loopback, port);
-            listener.Start();
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
     }
 }

@@ -258,4 +258,19 @@ public static class FreePorts
         listeners.ForEach(l => l.Stop());
         return ports;
     }
+
+    /// <summary>Whether a loopback listener could bind <paramref name="port"/> just now.</summary>
+    public static bool IsFree(int port)
+    {
+        try
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, port);
+            listener.Start();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
 }

@@ -1,6 +1,4 @@
-using System.Net;
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -194,27 +192,13 @@ public sealed class LockNodeTests : IAsyncLifetime
         for (var attempt = 0; attempt < 50; attempt++)
         {
             var port = FreePorts.Take(1)[0];
-            if (port + 1000 < 65536 && IsFree(port + 1000))
+            if (port + 1000 < 65536 && FreePorts.IsFree(port + 1000))
             {
                 return port;
             }
         }
 
         throw new InvalidOperationException("no HTTP port with a free port 1000 above it");
-    }
-
-    private static bool IsFree(int port)
-    {
-        try
-        {
-            using var listener = new TcpListener(IPAddress.Loopback, port);
-            listener.Start();
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
     }
 
     private static GrpcInbox Inbox(IAsyncStreamReader<ServerMessage> reader) => new(reader, Patience);
