@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Http.Json;
 using Google.Protobuf;
 using Grpc.Core;
