@@ -18,6 +18,7 @@ namespace Lockstep.Hosting.Locking;
 /// <param name="Window">Measured time per shape and system.</param>
 /// <param name="Warmup">Unmeasured cycling before each window (null: 2 s).</param>
 /// <param name="Lockspace">Lockstep lockspace the bench uses.</param>
+/// <param name="Shapes">Shapes to run, in their usual order; null: all of them.</param>
 public sealed record LockBenchSettings(
     IReadOnlyList<Uri> Nodes,
     Uri? Master,
@@ -25,7 +26,8 @@ public sealed record LockBenchSettings(
     int Clients,
     TimeSpan Window,
     TimeSpan? Warmup = null,
-    string Lockspace = "bench");
+    string Lockspace = "bench",
+    IReadOnlySet<LockBenchShape>? Shapes = null);
 
 /// <summary>
 /// <c>lockstep lock bench</c>: Lockstep's DLM (through the gRPC session API, as any program would
@@ -57,23 +59,29 @@ public static class LockBench
 
         var results = new List<LockBenchResult>();
         var run = System.Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
-        foreach (var shape in Enum.GetValues<LockBenchShape>())
+        foreach (var shape in Enum.GetValues<LockBenchShape>().Where(s => settings.Shapes?.Contains(s) ?? true))
         {
             if (settings.Nodes.Count > 0)
             {
                 await progress.WriteLineAsync($"{LockstepName} {shape}, {settings.Clients} clients, {settings.Window.TotalSeconds:0.#} s ...");
                 results.Add(await RunLockstepAsync(settings, shape, $"{run}-{shape.ToString()[..2].ToLowerInvariant()}", ct));
+                await progress.WriteLineAsync(ClientCpuLine(results[^1]));
             }
 
             if (settings.Postgres is not null)
             {
                 await progress.WriteLineAsync($"{PostgresName} {shape}, {settings.Clients} clients, {settings.Window.TotalSeconds:0.#} s ...");
                 results.Add(await RunPostgresAsync(settings, shape, $"{run}-{shape}", ct));
+                await progress.WriteLineAsync(ClientCpuLine(results[^1]));
             }
         }
 
         return results;
     }
+
+    /// <summary>The bench's own CPU per cycle: on one machine its clients compete with the servers for the cores.</summary>
+    private static string ClientCpuLine(LockBenchResult r) =>
+        $"  {r.Cycles} cycles, {r.CyclesPerSecond:0}/s; bench client CPU {r.ClientCpu.TotalSeconds:0.00} s = {r.ClientCpuMicrosecondsPerCycle:0.0} µs/cycle";
 
     private static async Task<LockBenchResult> RunLockstepAsync(LockBenchSettings settings, LockBenchShape shape, string prefix, CancellationToken ct)
     {
@@ -163,7 +171,7 @@ public static class LockBench
                 found = read.Lvb.Length >= 8 ? BinaryPrimitives.ReadInt64LittleEndian(read.Lvb.Span) : 0;
             }
 
-            return new LockBenchResult(LockstepName, shape, settings.Clients, where, outcome.Cycles, outcome.Elapsed, outcome.Latency, expected, found, outcome.Error);
+            return new LockBenchResult(LockstepName, shape, settings.Clients, where, outcome.Cycles, outcome.Elapsed, outcome.Latency, expected, found, outcome.Error, outcome.ClientCpu);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
         {
@@ -243,7 +251,7 @@ public static class LockBench
                 expected = Interlocked.Read(ref increments);
             }
 
-            return new LockBenchResult(PostgresName, shape, settings.Clients, where, outcome.Cycles, outcome.Elapsed, outcome.Latency, expected, found, outcome.Error);
+            return new LockBenchResult(PostgresName, shape, settings.Clients, where, outcome.Cycles, outcome.Elapsed, outcome.Latency, expected, found, outcome.Error, outcome.ClientCpu);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
         {
@@ -295,13 +303,16 @@ public static class LockBench
         var clients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 16 };
         var warmup = new Option<double>("--warmup") { Description = "Unmeasured seconds of cycling before each window (JIT and connections settle).", DefaultValueFactory = _ => 2 };
         var lockspace = new Option<string>("--lockspace") { Description = "Lockspace the bench locks in.", DefaultValueFactory = _ => "bench" };
+        var shapes = new Option<string[]>("--shape") { Description = "Run only this shape (floor, uncontended, contended, counter); repeat for several. Default: all." };
         var bench = new Command("bench", "Lock+unlock throughput and latency: Lockstep (gRPC) vs PostgreSQL advisory locks, uncontended, contended and counter shapes; prints a Markdown table.")
         {
-            nodes, master, postgres, seconds, clients, warmup, lockspace,
+            nodes, master, postgres, seconds, clients, warmup, lockspace, shapes,
         };
         bench.SetAction(async (parse, ct) =>
         {
             var parsed = (parse.GetValue(nodes) ?? []).Select(n => (Text: n, Uri: LockCommands.ParseNode(n))).ToList();
+            var shapeNames = parse.GetValue(shapes) ?? [];
+            var chosen = shapeNames.Select(n => Enum.TryParse<LockBenchShape>(n, ignoreCase: true, out var s) && Enum.IsDefined(s) && !char.IsDigit(n[0]) ? s : (LockBenchShape?)null).ToList();
             var masterText = parse.GetValue(master);
             var masterUri = masterText is null ? null : LockCommands.ParseNode(masterText);
             string? problem = parsed.FirstOrDefault(n => n.Uri is null).Text is { } bad ? $"--node '{bad}' is neither a URL nor host:port"
@@ -311,6 +322,7 @@ public static class LockBench
                 : parse.GetValue(seconds) is <= 0 or > 3600 or double.NaN ? "--seconds must be in (0, 3600]"
                 : parse.GetValue(warmup) is < 0 or > 600 or double.NaN ? "--warmup must be 0..600 seconds"
                 : LockNames.LockspaceError(parse.GetValue(lockspace)) is { } error ? $"--lockspace: {error}"
+                : chosen.IndexOf(null) is var unknown and >= 0 ? $"--shape '{shapeNames[unknown]}' is not one of floor, uncontended, contended, counter"
                 : null;
             if (problem is not null)
             {
@@ -325,7 +337,8 @@ public static class LockBench
                 parse.GetValue(clients),
                 TimeSpan.FromSeconds(parse.GetValue(seconds)),
                 TimeSpan.FromSeconds(parse.GetValue(warmup)),
-                parse.GetValue(lockspace)!);
+                parse.GetValue(lockspace)!,
+                chosen.Count == 0 ? null : chosen.Select(c => c!.Value).ToHashSet());
             var results = await RunAsync(settings, Console.Error, ct);
             await Console.Out.WriteAsync(LockBenchReport.Render(results));
             foreach (var failed in results.Where(r => !r.Ok))
