@@ -146,6 +146,7 @@ public enum LockBenchShape
 /// <param name="CounterFound">Counter shape: the counter read back at the end; else null.</param>
 /// <param name="Error">First error of the run; empty if none.</param>
 /// <param name="ClientCpu">CPU time of the bench process during the window (zero when not measured).</param>
+/// <param name="WarmupCycles">Unmeasured cycles run before the window.</param>
 public sealed record LockBenchResult(
     string System,
     LockBenchShape Shape,
@@ -157,7 +158,8 @@ public sealed record LockBenchResult(
     long? CounterExpected,
     long? CounterFound,
     string Error,
-    TimeSpan ClientCpu = default)
+    TimeSpan ClientCpu = default,
+    long WarmupCycles = 0)
 {
     /// <summary>CPU the bench process itself spent per measured cycle (its clients share the machine with the servers).</summary>
     public double ClientCpuMicrosecondsPerCycle => Cycles > 0 ? ClientCpu.TotalMicroseconds / Cycles : 0;
