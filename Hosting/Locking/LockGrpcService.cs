@@ -85,6 +85,13 @@ public sealed class LockGrpcService(LockingService locks, ILogger<LockGrpcServic
         var ready = new List<ServerMessage>();
         while (await outbox.WaitToReadAsync())
         {
+            if (session.AcceptsBatches)
+            {
+                // The first answer's thread would write it alone at once (synchronous continuations);
+                // leaving the write to a pool thread lets the answers finishing meanwhile join the batch.
+                await Task.Yield();
+            }
+
             while (ready.Count < MaxBatch && outbox.TryRead(out var message))
             {
                 ready.Add(message);
