@@ -158,6 +158,7 @@ internal sealed class MultiplexedLockSession : IBenchLockCaller, IAsyncDisposabl
     private readonly Task _writer;
     private readonly Task _reader;
     private long _lastRequest;
+    private volatile bool _batches;
 
     private MultiplexedLockSession(AsyncDuplexStreamingCall<ClientMessage, ServerMessage> call)
     {
@@ -180,7 +181,8 @@ internal sealed class MultiplexedLockSession : IBenchLockCaller, IAsyncDisposabl
         var session = new MultiplexedLockSession(client.Session(cancellationToken: ct));
         try
         {
-            await session.CallAsync(new ClientMessage { Open = new Open { Lockspace = lockspace, AcceptBatches = true } }, ct);
+            var opened = await session.CallAsync(new ClientMessage { Open = new Open { Lockspace = lockspace, AcceptBatches = true } }, ct);
+            session._batches = opened.Opened.Batches;
             return session;
         }
         catch
@@ -243,10 +245,23 @@ internal sealed class MultiplexedLockSession : IBenchLockCaller, IAsyncDisposabl
                     ready.Add(message);
                 }
 
-                var batch = ready.Count == 1 ? ready[0] : new ClientMessage { Batch = new ClientBatch { Messages = { ready } } };
-                await _call.RequestStream.WriteAsync(batch);
+                if (ready.Count == 1 || !_batches)
+                {
+                    // One at a time: a single request, or a server that does not understand batches.
+                    foreach (var message in ready)
+                    {
+                        await _call.RequestStream.WriteAsync(message);
+                    }
+
+                    Interlocked.Add(ref _writes, ready.Count);
+                }
+                else
+                {
+                    await _call.RequestStream.WriteAsync(new ClientMessage { Batch = new ClientBatch { Messages = { ready } } });
+                    Interlocked.Increment(ref _writes);
+                }
+
                 Interlocked.Add(ref _requests, ready.Count);
-                Interlocked.Increment(ref _writes);
                 ready.Clear();
             }
 

@@ -198,7 +198,7 @@ public sealed class LockGrpcService(LockingService locks, ILogger<LockGrpcServic
                     recovery.Slots.AddRange(e.Slots.Select(s => (uint)s));
                     Send(new ServerMessage { Recovery = recovery });
                 };
-                Send(new ServerMessage { Opened = new Opened { RequestId = id, Lockspace = _space.Name, Slot = (uint)_space.Slot, LvbLength = (uint)_space.LvbLength, Session = _space.Session.ToString(), NodeId = locks.NodeId } });
+                Send(new ServerMessage { Opened = new Opened { RequestId = id, Lockspace = _space.Name, Slot = (uint)_space.Slot, LvbLength = (uint)_space.LvbLength, Session = _space.Session.ToString(), NodeId = locks.NodeId, Batches = true } });
             }
             catch (ArgumentException ex)
             {
