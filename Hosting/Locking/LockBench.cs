@@ -18,6 +18,8 @@ namespace Lockstep.Hosting.Locking;
 /// <param name="Window">Measured time per shape and system.</param>
 /// <param name="Warmup">Unmeasured cycling before each window (null: 2 s).</param>
 /// <param name="Lockspace">Lockstep lockspace the bench uses.</param>
+/// <param name="Shapes">Shapes to run, in their usual order; null: all of them.</param>
+/// <param name="CallersPerSession">Lockstep clients sharing one gRPC session (1: a session each, strictly one request at a time; more: a <see cref="MultiplexedLockSession"/> with batches).</param>
 public sealed record LockBenchSettings(
     IReadOnlyList<Uri> Nodes,
     Uri? Master,
@@ -25,7 +27,9 @@ public sealed record LockBenchSettings(
     int Clients,
     TimeSpan Window,
     TimeSpan? Warmup = null,
-    string Lockspace = "bench");
+    string Lockspace = "bench",
+    IReadOnlySet<LockBenchShape>? Shapes = null,
+    int CallersPerSession = 1);
 
 /// <summary>
 /// <c>lockstep lock bench</c>: Lockstep's DLM (through the gRPC session API, as any program would
@@ -57,29 +61,36 @@ public static class LockBench
 
         var results = new List<LockBenchResult>();
         var run = System.Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
-        foreach (var shape in Enum.GetValues<LockBenchShape>())
+        foreach (var shape in Enum.GetValues<LockBenchShape>().Where(s => settings.Shapes?.Contains(s) ?? true))
         {
             if (settings.Nodes.Count > 0)
             {
                 await progress.WriteLineAsync($"{LockstepName} {shape}, {settings.Clients} clients, {settings.Window.TotalSeconds:0.#} s ...");
                 results.Add(await RunLockstepAsync(settings, shape, $"{run}-{shape.ToString()[..2].ToLowerInvariant()}", ct));
+                await progress.WriteLineAsync(ClientCpuLine(results[^1]));
             }
 
             if (settings.Postgres is not null)
             {
                 await progress.WriteLineAsync($"{PostgresName} {shape}, {settings.Clients} clients, {settings.Window.TotalSeconds:0.#} s ...");
                 results.Add(await RunPostgresAsync(settings, shape, $"{run}-{shape}", ct));
+                await progress.WriteLineAsync(ClientCpuLine(results[^1]));
             }
         }
 
         return results;
     }
 
+    /// <summary>The bench's own CPU per cycle: on one machine its clients compete with the servers for the cores.</summary>
+    private static string ClientCpuLine(LockBenchResult r) =>
+        $"  {r.WarmupCycles} warmup + {r.Cycles} measured cycles, {r.CyclesPerSecond:0}/s; bench client CPU {r.ClientCpu.TotalSeconds:0.00} s = {r.ClientCpuMicrosecondsPerCycle:0.0} µs/cycle";
+
     private static async Task<LockBenchResult> RunLockstepAsync(LockBenchSettings settings, LockBenchShape shape, string prefix, CancellationToken ct)
     {
         var channels = new Dictionary<Uri, GrpcChannel>();
         var https = new Dictionary<Uri, HttpClient>();
         var sessions = new List<GrpcLockSession>();
+        var multiplexed = new List<MultiplexedLockSession>();
         var keepers = new Dictionary<Uri, ResourcePlacer>();
         var where = settings.Master is null ? "master: client's node" : $"master: {settings.Master.Authority}";
         try
@@ -122,16 +133,35 @@ public static class LockBench
             }
 
             where += $" ({keepers.Values.Sum(k => k.OnTarget)}/{keepers.Values.Sum(k => k.Placed.Count)} resources placed there)";
-            var clients = new List<GrpcLockSession>();
-            foreach (var node in clientNodes)
+            var clients = new IBenchLockCaller[settings.Clients];
+            if (settings.CallersPerSession <= 1)
             {
-                var session = await GrpcLockSession.OpenAsync(new LockService.LockServiceClient(Channel(node)), settings.Lockspace, ct);
-                sessions.Add(session);
-                clients.Add(session);
+                for (var i = 0; i < settings.Clients; i++)
+                {
+                    var session = await GrpcLockSession.OpenAsync(new LockService.LockServiceClient(Channel(clientNodes[i])), settings.Lockspace, ct);
+                    sessions.Add(session);
+                    clients[i] = session;
+                }
+            }
+            else
+            {
+                // Clients of one node share sessions, CallersPerSession to each.
+                foreach (var group in Enumerable.Range(0, settings.Clients).GroupBy(i => clientNodes[i]))
+                {
+                    foreach (var chunk in group.Chunk(settings.CallersPerSession))
+                    {
+                        var shared = await MultiplexedLockSession.OpenAsync(new LockService.LockServiceClient(Channel(group.Key)), settings.Lockspace, ct);
+                        multiplexed.Add(shared);
+                        foreach (var i in chunk)
+                        {
+                            clients[i] = shared;
+                        }
+                    }
+                }
             }
 
             long increments = 0;
-            var cycles = clients.Select<GrpcLockSession, Func<CancellationToken, Task>>((session, i) => shape == LockBenchShape.Floor
+            var cycles = clients.Select<IBenchLockCaller, Func<CancellationToken, Task>>((session, i) => shape == LockBenchShape.Floor
                 ? async token =>
                 {
                     await session.PingAsync(resources[i], token);
@@ -153,6 +183,12 @@ public static class LockBench
                 }).ToList();
 
             var outcome = await LockBenchLoop.RunAsync(cycles, settings.Warmup ?? TimeSpan.FromSeconds(2), settings.Window, ct);
+            if (multiplexed.Count > 0)
+            {
+                var (requests, writes, answers, reads) = multiplexed.Select(m => m.Counts).Aggregate((a, b) => (a.Requests + b.Requests, a.Writes + b.Writes, a.Answers + b.Answers, a.Reads + b.Reads));
+                where += $", {multiplexed.Count} shared sessions: {requests / (double)Math.Max(1, writes):0.0} requests per write, {answers / (double)Math.Max(1, reads):0.0} answers per read";
+            }
+
             long? expected = null, found = null;
             if (shape == LockBenchShape.Counter)
             {
@@ -163,7 +199,7 @@ public static class LockBench
                 found = read.Lvb.Length >= 8 ? BinaryPrimitives.ReadInt64LittleEndian(read.Lvb.Span) : 0;
             }
 
-            return new LockBenchResult(LockstepName, shape, settings.Clients, where, outcome.Cycles, outcome.Elapsed, outcome.Latency, expected, found, outcome.Error);
+            return new LockBenchResult(LockstepName, shape, settings.Clients, where, outcome.Cycles, outcome.Elapsed, outcome.Latency, expected, found, outcome.Error, outcome.ClientCpu, outcome.WarmupCycles);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
         {
@@ -172,7 +208,7 @@ public static class LockBench
         finally
         {
             // Closing a session releases its locks, the keepers' NL ones included.
-            await Task.WhenAll(sessions.Select(s => s.DisposeAsync().AsTask()));
+            await Task.WhenAll(sessions.Select(s => s.DisposeAsync().AsTask()).Concat(multiplexed.Select(m => m.DisposeAsync().AsTask())));
             foreach (var channel in channels.Values)
             {
                 channel.Dispose();
@@ -243,7 +279,7 @@ public static class LockBench
                 expected = Interlocked.Read(ref increments);
             }
 
-            return new LockBenchResult(PostgresName, shape, settings.Clients, where, outcome.Cycles, outcome.Elapsed, outcome.Latency, expected, found, outcome.Error);
+            return new LockBenchResult(PostgresName, shape, settings.Clients, where, outcome.Cycles, outcome.Elapsed, outcome.Latency, expected, found, outcome.Error, outcome.ClientCpu, outcome.WarmupCycles);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
         {
@@ -295,13 +331,17 @@ public static class LockBench
         var clients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 16 };
         var warmup = new Option<double>("--warmup") { Description = "Unmeasured seconds of cycling before each window (JIT and connections settle).", DefaultValueFactory = _ => 2 };
         var lockspace = new Option<string>("--lockspace") { Description = "Lockspace the bench locks in.", DefaultValueFactory = _ => "bench" };
+        var perSession = new Option<int>("--callers-per-session") { Description = "Lockstep clients sharing one gRPC session, with batched messages (1: a session per client).", DefaultValueFactory = _ => 1 };
+        var shapes = new Option<string[]>("--shape") { Description = "Run only this shape (floor, uncontended, contended, counter); repeat for several. Default: all." };
         var bench = new Command("bench", "Lock+unlock throughput and latency: Lockstep (gRPC) vs PostgreSQL advisory locks, uncontended, contended and counter shapes; prints a Markdown table.")
         {
-            nodes, master, postgres, seconds, clients, warmup, lockspace,
+            nodes, master, postgres, seconds, clients, warmup, lockspace, shapes, perSession,
         };
         bench.SetAction(async (parse, ct) =>
         {
             var parsed = (parse.GetValue(nodes) ?? []).Select(n => (Text: n, Uri: LockCommands.ParseNode(n))).ToList();
+            var shapeNames = parse.GetValue(shapes) ?? [];
+            var chosen = shapeNames.Select(n => Enum.TryParse<LockBenchShape>(n, ignoreCase: true, out var s) && Enum.IsDefined(s) && !char.IsDigit(n[0]) ? s : (LockBenchShape?)null).ToList();
             var masterText = parse.GetValue(master);
             var masterUri = masterText is null ? null : LockCommands.ParseNode(masterText);
             string? problem = parsed.FirstOrDefault(n => n.Uri is null).Text is { } bad ? $"--node '{bad}' is neither a URL nor host:port"
@@ -311,6 +351,8 @@ public static class LockBench
                 : parse.GetValue(seconds) is <= 0 or > 3600 or double.NaN ? "--seconds must be in (0, 3600]"
                 : parse.GetValue(warmup) is < 0 or > 600 or double.NaN ? "--warmup must be 0..600 seconds"
                 : LockNames.LockspaceError(parse.GetValue(lockspace)) is { } error ? $"--lockspace: {error}"
+                : parse.GetValue(perSession) is < 1 or > 1024 ? "--callers-per-session must be 1..1024"
+                : chosen.IndexOf(null) is var unknown and >= 0 ? $"--shape '{shapeNames[unknown]}' is not one of floor, uncontended, contended, counter"
                 : null;
             if (problem is not null)
             {
@@ -325,7 +367,9 @@ public static class LockBench
                 parse.GetValue(clients),
                 TimeSpan.FromSeconds(parse.GetValue(seconds)),
                 TimeSpan.FromSeconds(parse.GetValue(warmup)),
-                parse.GetValue(lockspace)!);
+                parse.GetValue(lockspace)!,
+                chosen.Count == 0 ? null : chosen.Select(c => c!.Value).ToHashSet(),
+                parse.GetValue(perSession));
             var results = await RunAsync(settings, Console.Error, ct);
             await Console.Out.WriteAsync(LockBenchReport.Render(results));
             foreach (var failed in results.Where(r => !r.Ok))

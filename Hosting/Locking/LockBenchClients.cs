@@ -1,4 +1,6 @@
+using System.Collections.Concurrent;
 using System.Net.Http.Json;
+using System.Threading.Channels;
 using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
@@ -11,11 +13,24 @@ namespace Lockstep.Hosting.Locking;
 /// <summary>A failure of the bench's own clients (a lock not granted, an error message, a closed stream).</summary>
 public sealed class LockBenchException(string message) : Exception(message);
 
+/// <summary>What a bench client does through a gRPC lock session.</summary>
+internal interface IBenchLockCaller
+{
+    /// <summary>Requests a lock; throws unless it is granted.</summary>
+    Task<Completion> LockAsync(string resource, Mode mode, uint flags, CancellationToken ct);
+
+    /// <summary>Unlocks, writing <paramref name="lvb"/> when given with VALBLK; throws unless unlocked.</summary>
+    Task UnlockAsync(ulong lockId, uint flags, ByteString? lvb, CancellationToken ct);
+
+    /// <summary>A round trip that locks nothing; with a resource it passes through that resource's master (see lock.proto's Ping).</summary>
+    Task PingAsync(string resource, CancellationToken ct);
+}
+
 /// <summary>
 /// One gRPC lock session used strictly one request at a time: send, then read until the answer to
 /// that request arrives (basts for our locks, which contended runs produce, are skipped).
 /// </summary>
-internal sealed class GrpcLockSession : IAsyncDisposable
+internal sealed class GrpcLockSession : IBenchLockCaller, IAsyncDisposable
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
     private readonly AsyncDuplexStreamingCall<ClientMessage, ServerMessage> _call;
@@ -119,6 +134,215 @@ internal sealed class GrpcLockSession : IAsyncDisposable
         catch (Exception ex) when (ex is RpcException or OperationCanceledException or InvalidOperationException)
         {
             // Already broken or cancelled; disposing the call below tears it down.
+        }
+        finally
+        {
+            _call.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// One gRPC lock session shared by many concurrent callers, as an application with many threads would
+/// use one session (fs/dlm: one lockspace handle per process). Each caller still has one request in
+/// flight; the session writes whatever requests queued while its previous write was in flight as one
+/// <see cref="ClientBatch"/>, opens with accept_batches so the node answers in <see cref="ServerBatch"/>es,
+/// and hands each answer to its caller by request id (basts are skipped).
+/// </summary>
+internal sealed class MultiplexedLockSession : IBenchLockCaller, IAsyncDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+    private readonly AsyncDuplexStreamingCall<ClientMessage, ServerMessage> _call;
+    private readonly Channel<ClientMessage> _outbox = Channel.CreateUnbounded<ClientMessage>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<ServerMessage>> _waiting = new();
+    private readonly Task _writer;
+    private readonly Task _reader;
+    private long _lastRequest;
+    private volatile bool _batches;
+
+    private MultiplexedLockSession(AsyncDuplexStreamingCall<ClientMessage, ServerMessage> call)
+    {
+        _call = call;
+        _writer = Task.Run(WriteAllAsync);
+        _reader = Task.Run(ReadAllAsync);
+    }
+
+    /// <summary>Messages sent, and gRPC messages they went out in (their ratio is the mean batch size).</summary>
+    public (long Requests, long Writes, long Answers, long Reads) Counts => (Interlocked.Read(ref _requests), Interlocked.Read(ref _writes), Interlocked.Read(ref _answers), Interlocked.Read(ref _reads));
+
+    private long _requests;
+    private long _writes;
+    private long _answers;
+    private long _reads;
+
+    /// <summary>Opens a session in <paramref name="lockspace"/> with accept_batches.</summary>
+    public static async Task<MultiplexedLockSession> OpenAsync(LockService.LockServiceClient client, string lockspace, CancellationToken ct)
+    {
+        var session = new MultiplexedLockSession(client.Session(cancellationToken: ct));
+        try
+        {
+            var opened = await session.CallAsync(new ClientMessage { Open = new Open { Lockspace = lockspace, AcceptBatches = true } }, ct);
+            session._batches = opened.Opened.Batches;
+            return session;
+        }
+        catch
+        {
+            await session.DisposeAsync();
+            throw;
+        }
+    }
+
+    public async Task<Completion> LockAsync(string resource, Mode mode, uint flags, CancellationToken ct)
+    {
+        var answer = (await CallAsync(new ClientMessage { Lock = new Grpc.Lock { Resource = resource, Mode = mode, Flags = flags } }, ct)).Completion;
+        return answer.Status == Status.Granted ? answer : throw new LockBenchException($"lock {resource} {mode}: {answer.Status}");
+    }
+
+    public async Task UnlockAsync(ulong lockId, uint flags, ByteString? lvb, CancellationToken ct)
+    {
+        var unlock = new Unlock { LockId = lockId, Flags = flags };
+        if (lvb is not null)
+        {
+            unlock.Lvb = lvb;
+        }
+
+        var answer = (await CallAsync(new ClientMessage { Unlock = unlock }, ct)).Completion;
+        if (answer.Status != Status.Unlocked)
+        {
+            throw new LockBenchException($"unlock {lockId:x}: {answer.Status}");
+        }
+    }
+
+    public async Task PingAsync(string resource, CancellationToken ct) =>
+        await CallAsync(new ClientMessage { Ping = new Ping { Resource = resource } }, ct);
+
+    private async Task<ServerMessage> CallAsync(ClientMessage message, CancellationToken ct)
+    {
+        message.RequestId = (ulong)Interlocked.Increment(ref _lastRequest);
+
+        // Completed by the reader loop; running the caller's continuation there saves a thread-pool hop per answer.
+        var answer = new TaskCompletionSource<ServerMessage>();
+        _waiting[message.RequestId] = answer;
+        if (!_outbox.Writer.TryWrite(message))
+        {
+            _waiting.TryRemove(message.RequestId, out _);
+            throw new LockBenchException("the lock session is closed");
+        }
+
+        var result = await answer.Task.WaitAsync(ct);
+        return result.BodyCase == ServerMessage.BodyOneofCase.Error ? throw new LockBenchException(result.Error.Message) : result;
+    }
+
+    private async Task WriteAllAsync()
+    {
+        var ready = new List<ClientMessage>();
+        try
+        {
+            while (await _outbox.Reader.WaitToReadAsync())
+            {
+                while (ready.Count < LockGrpcService.MaxBatch && _outbox.Reader.TryRead(out var message))
+                {
+                    ready.Add(message);
+                }
+
+                if (ready.Count == 1 || !_batches)
+                {
+                    // One at a time: a single request, or a server that does not understand batches.
+                    foreach (var message in ready)
+                    {
+                        await _call.RequestStream.WriteAsync(message);
+                    }
+
+                    Interlocked.Add(ref _writes, ready.Count);
+                }
+                else
+                {
+                    await _call.RequestStream.WriteAsync(new ClientMessage { Batch = new ClientBatch { Messages = { ready } } });
+                    Interlocked.Increment(ref _writes);
+                }
+
+                Interlocked.Add(ref _requests, ready.Count);
+                ready.Clear();
+            }
+
+            await _call.RequestStream.CompleteAsync();
+        }
+        catch (Exception ex) when (ex is RpcException or InvalidOperationException or OperationCanceledException)
+        {
+            FailAll($"writing to the lock session failed: {ex.Message}");
+        }
+    }
+
+    private async Task ReadAllAsync()
+    {
+        try
+        {
+            while (await _call.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                var message = _call.ResponseStream.Current;
+                Interlocked.Increment(ref _reads);
+                if (message.BodyCase == ServerMessage.BodyOneofCase.Batch)
+                {
+                    foreach (var inner in message.Batch.Messages)
+                    {
+                        Deliver(inner);
+                    }
+                }
+                else
+                {
+                    Deliver(message);
+                }
+            }
+
+            FailAll("the node closed the lock session");
+        }
+        catch (Exception ex) when (ex is RpcException or InvalidOperationException or OperationCanceledException)
+        {
+            FailAll($"the lock session broke: {ex.Message}");
+        }
+    }
+
+    private void Deliver(ServerMessage message)
+    {
+        var id = message.BodyCase switch
+        {
+            ServerMessage.BodyOneofCase.Opened => message.Opened.RequestId,
+            ServerMessage.BodyOneofCase.Completion => message.Completion.RequestId,
+            ServerMessage.BodyOneofCase.Pong => message.Pong.RequestId,
+            ServerMessage.BodyOneofCase.Error => message.Error.RequestId,
+            _ => 0UL, // basts and recovery callbacks: nobody waits for them here
+        };
+        if (id != 0 && _waiting.TryRemove(id, out var caller))
+        {
+            Interlocked.Increment(ref _answers);
+            caller.TrySetResult(message);
+        }
+    }
+
+    private void FailAll(string reason)
+    {
+        _outbox.Writer.TryComplete();
+        foreach (var id in _waiting.Keys)
+        {
+            if (_waiting.TryRemove(id, out var caller))
+            {
+                caller.TrySetException(new LockBenchException(reason));
+            }
+        }
+    }
+
+    /// <summary>Ends the session (the node releases whatever it still holds) and waits for the stream to close.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _outbox.Writer.TryComplete();
+        try
+        {
+            await _writer.WaitAsync(Patience);
+            await _reader.WaitAsync(Patience);
+        }
+        catch (TimeoutException)
+        {
+            // Disposing the call below tears it down.
         }
         finally
         {

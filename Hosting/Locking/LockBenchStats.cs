@@ -145,6 +145,8 @@ public enum LockBenchShape
 /// <param name="CounterExpected">Counter shape: increments completed (warm-up included); else null.</param>
 /// <param name="CounterFound">Counter shape: the counter read back at the end; else null.</param>
 /// <param name="Error">First error of the run; empty if none.</param>
+/// <param name="ClientCpu">CPU time of the bench process during the window (zero when not measured).</param>
+/// <param name="WarmupCycles">Unmeasured cycles run before the window.</param>
 public sealed record LockBenchResult(
     string System,
     LockBenchShape Shape,
@@ -155,8 +157,13 @@ public sealed record LockBenchResult(
     LatencyHistogram Latency,
     long? CounterExpected,
     long? CounterFound,
-    string Error)
+    string Error,
+    TimeSpan ClientCpu = default,
+    long WarmupCycles = 0)
 {
+    /// <summary>CPU the bench process itself spent per measured cycle (its clients share the machine with the servers).</summary>
+    public double ClientCpuMicrosecondsPerCycle => Cycles > 0 ? ClientCpu.TotalMicroseconds / Cycles : 0;
+
     /// <summary>Cycles per second over the measured window.</summary>
     public double CyclesPerSecond => Elapsed > TimeSpan.Zero ? Cycles / Elapsed.TotalSeconds : 0;
 
@@ -237,7 +244,8 @@ public static class LockBenchLoop
     /// <param name="Latency">Merged per-cycle latencies.</param>
     /// <param name="Error">First failure of any client (that stops every client); empty if none.</param>
     /// <param name="WarmupCycles">Cycles run before the window, not measured.</param>
-    public sealed record Outcome(long Cycles, TimeSpan Elapsed, LatencyHistogram Latency, string Error, long WarmupCycles);
+    /// <param name="ClientCpu">CPU time of this process (all its clients) during the window.</param>
+    public sealed record Outcome(long Cycles, TimeSpan Elapsed, LatencyHistogram Latency, string Error, long WarmupCycles, TimeSpan ClientCpu = default);
 
     /// <summary>
     /// Warms up (every client cycles unmeasured, at least once, until <paramref name="warmup"/> has
@@ -283,6 +291,7 @@ public static class LockBenchLoop
         }
 
         var histograms = cycles.Select(_ => new LatencyHistogram()).ToArray();
+        var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
         var start = Stopwatch.GetTimestamp();
         var end = start + (long)(window.TotalSeconds * Stopwatch.Frequency);
         await Task.WhenAll(cycles.Select((cycle, index) => Guard(async () =>
@@ -301,6 +310,7 @@ public static class LockBenchLoop
             }
         })));
         var elapsed = Stopwatch.GetElapsedTime(start);
+        var clientCpu = Process.GetCurrentProcess().TotalProcessorTime - cpuBefore;
         cancellationToken.ThrowIfCancellationRequested();
 
         var merged = new LatencyHistogram();
@@ -309,6 +319,6 @@ public static class LockBenchLoop
             merged.Merge(histogram);
         }
 
-        return new Outcome(merged.Count, elapsed, merged, error ?? string.Empty, warmupCycles);
+        return new Outcome(merged.Count, elapsed, merged, error ?? string.Empty, warmupCycles, clientCpu);
     }
 }

@@ -73,6 +73,33 @@ public sealed class LockBenchTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Bench_with_shared_sessions_batches_requests_and_keeps_counters_exact()
+    {
+        // Lockstep only, two shapes: 6 clients over 2 multiplexed sessions (3 callers each).
+        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{_httpPort}")], null, null, Clients: 6, Window: TimeSpan.FromSeconds(1), Warmup: TimeSpan.FromSeconds(0.3),
+            Shapes: new HashSet<LockBenchShape> { LockBenchShape.Uncontended, LockBenchShape.Counter }, CallersPerSession: 3);
+        var results = await LockBench.RunAsync(settings, TextWriter.Null, CancellationToken.None);
+        var table = LockBenchReport.Render(results);
+
+        Assert.Equal([LockBenchShape.Uncontended, LockBenchShape.Counter], results.Select(r => r.Shape));
+        foreach (var r in results)
+        {
+            Assert.True(r.Ok, table);
+            Assert.Contains("2 shared sessions", r.Where);
+            Assert.True(r.ClientCpu > TimeSpan.Zero, table);
+        }
+
+        var counter = results[1];
+        Assert.True(counter.CounterExpected >= counter.Cycles, table);
+        Assert.Equal(counter.CounterExpected, counter.CounterFound);
+        await Eventually.UntilAsync("the bench's locks to be released", Patience, async () =>
+        {
+            var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=bench");
+            return (view!.Resources.Count == 0, $"{view.Resources.Count} resources");
+        });
+    }
+
+    [Fact]
     public async Task Cli_bench_prints_the_table_and_refuses_bad_usage()
     {
         var postgres = Environment.GetEnvironmentVariable("LOCKSTEP_TEST_PG");
@@ -88,6 +115,19 @@ public sealed class LockBenchTests : IAsyncLifetime
         var usage = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench"], Patience);
         Assert.Equal(2, usage.ExitCode);
         Assert.Contains("give --node (Lockstep) and/or --postgres (PostgreSQL)", usage.Stderr);
+
+        var badShape = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--shape", "sideways"], Patience);
+        Assert.Equal(2, badShape.ExitCode);
+        Assert.Contains("--shape 'sideways' is not one of floor, uncontended, contended, counter", badShape.Stderr);
+        var badSharing = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--callers-per-session", "0"], Patience);
+        Assert.Equal(2, badSharing.ExitCode);
+        Assert.Contains("--callers-per-session must be 1..1024", badSharing.Stderr);
+
+        var one = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--shape", "FLOOR", "--seconds", "0.3", "--clients", "2", "--warmup", "0.1"], TimeSpan.FromSeconds(120));
+        Assert.True(one.ExitCode == 0, one.ToString());
+        Assert.Contains("| Lockstep | floor: 2 round trips, no lock | 2 |", one.Stdout);
+        Assert.DoesNotContain("uncontended", one.Stdout);
+        Assert.Matches(@"bench client CPU [0-9.]+ s = [0-9.]+ µs/cycle", one.Stderr);
 
         var unreachable = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--postgres", "Host=127.0.0.1;Port=1;Username=postgres;Timeout=2", "--seconds", "0.2", "--clients", "1"], Patience);
         Assert.Equal(1, unreachable.ExitCode);

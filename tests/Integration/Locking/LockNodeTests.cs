@@ -129,6 +129,93 @@ public sealed class LockNodeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Grpc_batches_are_handled_in_order_and_answered_in_batches_only_when_accepted()
+    {
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
+        var client = new LockService.LockServiceClient(channel);
+        using var s = client.Session();
+        var inbox = Inbox(s.ResponseStream);
+
+        // Open and locks in one batch. In order: the first EX on "same" is granted, the second (NOQUEUE) would block.
+        var first = new ClientBatch { Messages = { new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "batched", AcceptBatches = true } } } };
+        for (ulong i = 0; i < 8; i++)
+        {
+            first.Messages.Add(new ClientMessage { RequestId = 10 + i, Lock = new Lock { Resource = $"r{i}", Mode = Mode.Ex } });
+        }
+
+        first.Messages.Add(new ClientMessage { RequestId = 20, Lock = new Lock { Resource = "same", Mode = Mode.Ex } });
+        first.Messages.Add(new ClientMessage { RequestId = 21, Lock = new Lock { Resource = "same", Mode = Mode.Ex, Flags = 1 } });
+        first.Messages.Add(new ClientMessage { RequestId = 22, Batch = new ClientBatch() });
+        await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 99, Batch = first });
+
+        var answers = await CollectAsync(inbox, 12);
+        Assert.True(answers[1].Opened.Batches);
+        var granted = Enumerable.Range(10, 8).Select(i => answers[(ulong)i].Completion).ToList();
+        Assert.All(granted, c => Assert.Equal(Status.Granted, c.Status));
+        Assert.Equal(Status.Granted, answers[20].Completion.Status);
+        Assert.Equal(Status.WouldBlock, answers[21].Completion.Status);
+        Assert.Equal("a batch cannot contain a batch", answers[22].Error.Message);
+
+        // Unlocks in a batch too; afterwards only "same" is still held.
+        var unlocks = new ClientBatch();
+        unlocks.Messages.AddRange(granted.Select((c, i) => new ClientMessage { RequestId = 30 + (ulong)i, Unlock = new Unlock { LockId = c.LockId } }));
+        await s.RequestStream.WriteAsync(new ClientMessage { Batch = unlocks });
+        var unlocked = await CollectAsync(inbox, 8);
+        Assert.All(unlocked.Values, m => Assert.Equal(Status.Unlocked, m.Completion.Status));
+        var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=batched");
+        Assert.Equal(["same"], view!.Resources.Select(r => r.Resource));
+
+        // A session opened without accept_batches (every client written before it) gets its answers one by one.
+        using var legacy = client.Session();
+        var legacyInbox = Inbox(legacy.ResponseStream);
+        var batch = new ClientBatch { Messages = { new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "batched" } } } };
+        for (ulong i = 0; i < 8; i++)
+        {
+            batch.Messages.Add(new ClientMessage { RequestId = 10 + i, Ping = new Ping { Resource = $"p{i}" } });
+        }
+
+        await legacy.RequestStream.WriteAsync(new ClientMessage { Batch = batch });
+        var ids = new List<ulong>();
+        for (var i = 0; i < 9; i++)
+        {
+            var message = await legacyInbox.NextAsync();
+            Assert.NotEqual(ServerMessage.BodyOneofCase.Batch, message.BodyCase);
+            ids.Add(message.BodyCase == ServerMessage.BodyOneofCase.Opened ? message.Opened.RequestId : message.Pong.RequestId);
+        }
+
+        Assert.Equal(1ul, ids[0]);
+        Assert.Equal(Enumerable.Range(10, 8).Select(i => (ulong)i), ids.Skip(1).Order());
+    }
+
+    /// <summary>Reads server messages, unpacking batches, until <paramref name="count"/> answers (by request id) have come.</summary>
+    private static async Task<Dictionary<ulong, ServerMessage>> CollectAsync(GrpcInbox inbox, int count)
+    {
+        var answers = new Dictionary<ulong, ServerMessage>();
+        while (answers.Count < count)
+        {
+            var message = await inbox.NextAsync();
+            foreach (var m in message.BodyCase == ServerMessage.BodyOneofCase.Batch ? [.. message.Batch.Messages] : new[] { message })
+            {
+                Assert.NotEqual(ServerMessage.BodyOneofCase.Batch, m.BodyCase);
+                var id = m.BodyCase switch
+                {
+                    ServerMessage.BodyOneofCase.Opened => m.Opened.RequestId,
+                    ServerMessage.BodyOneofCase.Completion => m.Completion.RequestId,
+                    ServerMessage.BodyOneofCase.Error => m.Error.RequestId,
+                    ServerMessage.BodyOneofCase.Pong => m.Pong.RequestId,
+                    _ => 0ul,
+                };
+                if (id != 0)
+                {
+                    Assert.True(answers.TryAdd(id, m), $"request {id} answered twice");
+                }
+            }
+        }
+
+        return answers;
+    }
+
+    [Fact]
     public async Task Http_routes_list_lockspaces_and_reject_bad_names()
     {
         using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
