@@ -46,9 +46,16 @@ public sealed record ReassertLock(string EntityId, long LockId, LockOwner Owner,
 /// <summary>
 /// The answer to <see cref="ReassertLock"/>: <c>Granted</c> when the resource holds the lock now, with
 /// <paramref name="Fresh"/> true when it did not know it before (the resource was rebuilt); <c>Invalid</c>
-/// when the lock does not fit the locks already there.
+/// when the lock does not fit the locks already there; <c>NotFound</c> for an orphan (ORPHAN flag) that a
+/// surviving resource no longer has (it was adopted).
 /// </summary>
 public sealed record LockReasserted(string EntityId, long LockId, LockStatus Status, bool Fresh) : ILockProtocol;
+
+/// <summary>
+/// From a resource to the lock client of the node whose session orphaned lock <paramref name="LockId"/>:
+/// the orphan was adopted (or dropped in a rebuild), so that node stops re-asserting it after recoveries.
+/// </summary>
+public sealed record OrphanGone(string EntityId, long LockId) : ILockProtocol;
 
 /// <summary>Recovery: a node's coordinator tells another which node id its unique address belongs to.</summary>
 /// <param name="NodeId">The stable node id lock owners are recorded by.</param>
