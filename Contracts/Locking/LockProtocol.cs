@@ -57,10 +57,19 @@ public sealed record LockReasserted(string EntityId, long LockId, LockStatus Sta
 /// </summary>
 public sealed record OrphanGone(string EntityId, long LockId) : ILockProtocol;
 
-/// <summary>Recovery: a node's coordinator tells another which node id its unique address belongs to.</summary>
+/// <summary>
+/// Recovery: a node's coordinator tells another which node id its unique address belongs to, and where
+/// its recovery stands (a joining node grants only once every member's status is settled and acknowledged).
+/// A hello that is not a <paramref name="Reply"/> is answered with one.
+/// </summary>
 /// <param name="NodeId">The stable node id lock owners are recorded by.</param>
 /// <param name="Member">The sender's unique address (address#uid).</param>
-public sealed record RecoveryHello(string NodeId, string Member) : ILockProtocol;
+/// <param name="Reply">An answer to a hello (not answered again).</param>
+/// <param name="Settled">The sender sees no member unreachable or leaving.</param>
+/// <param name="Generation">The sender's recovery generation.</param>
+/// <param name="Recovering">Unique addresses of removed members the sender is still recovering.</param>
+/// <param name="Covered">Unique addresses of removed members whose recovery the sender finished.</param>
+public sealed record RecoveryHello(string NodeId, string Member, bool Reply, bool Settled, long Generation, IReadOnlyList<string> Recovering, IReadOnlyList<string> Covered) : ILockProtocol;
 
 /// <summary>
 /// Recovery: the sender purged every removed member in <paramref name="Covered"/> (cumulative) from the
