@@ -201,7 +201,8 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
         Timers.StartSingleTimer(ReassertTimer, ReassertTick.Instance, ReassertRetry);
     }
 
-    private static TimeSpan ReassertRetry => TimeSpan.FromMilliseconds(500);
+    // As often as the lock region asks the coordinator for a moved shard's new home (retry-interval).
+    private static TimeSpan ReassertRetry => TimeSpan.FromMilliseconds(200);
 
     private void Reasserted(LockReasserted m)
     {

@@ -57,6 +57,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         Receive<ClusterEvent.MemberExited>(m => Apply(_state.Leaving(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.UnreachableMember>(m => Apply(_state.Unreachable(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.ReachableMember>(m => Apply(_state.Reachable(Key(m.Member.UniqueAddress))));
+        Receive<ClusterEvent.MemberDowned>(m => Apply(_state.Downed(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.MemberRemoved>(m => Apply(_state.Removed(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.IMemberEvent>(_ => { });
         Receive<RecoveryHello>(m =>

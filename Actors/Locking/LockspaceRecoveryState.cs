@@ -204,6 +204,15 @@ public sealed class LockspaceRecoveryState
         return TryFinish();
     }
 
+    /// <summary>
+    /// A member was downed. Recovery starts now, not at its removal (leader actions and gossip later), if
+    /// the member is unreachable: its node fenced itself before the resolver could down it (fence timeout
+    /// shorter than stable-after), so it no longer acts on its locks. A reachable member that is downed
+    /// (by an operator) still runs until it sees the Down itself; its slot waits for the removal.
+    /// </summary>
+    public IReadOnlyList<RecoveryEffect> Downed(string member) =>
+        _unreachable.Contains(member) ? Removed(member) : [];
+
     /// <summary>A member was removed (downed by the resolver, or left): its slot must be recovered.</summary>
     public IReadOnlyList<RecoveryEffect> Removed(string member)
     {

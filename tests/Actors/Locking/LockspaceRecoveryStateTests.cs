@@ -126,6 +126,20 @@ public sealed class LockspaceRecoveryStateTests
     }
 
     [Fact]
+    public void Down_of_an_unreachable_member_starts_its_recovery_and_the_later_removal_changes_nothing()
+    {
+        var s = ThreeMembers();
+        Assert.Empty(s.Downed(C)); // reachable: an operator's Down; it still acts until it sees it
+        s.Unreachable(C);
+        var slot = Assert.IsType<RunSlotEffect>(Assert.Single(s.Downed(C)));
+        Assert.Equal([C], slot.Dead);
+        Assert.Empty(s.Removed(C));
+        Assert.Equal(1, s.Generation);
+        s.SlotDone(1);
+        Assert.IsType<RecoveryDoneEffect>(Assert.Single(s.Ack(B, 1, [C])));
+    }
+
+    [Fact]
     public void Majority_counts_this_node_and_every_member_not_removed()
     {
         var s = ThreeMembers();
