@@ -156,14 +156,9 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             _region.Tell(new PurgeLockOwner(entityId, m.Session.NodeId, m.Session.Session), Self);
         }
 
-        foreach (var handle in m.Handles)
+        foreach (var handle in m.Handles.Where(h => h.HasGrant))
         {
-            if (handle.HasGrant && !handle.Released)
-            {
-                _orphans[handle.LockId] = handle;
-            }
-
-            handle.Abandon();
+            _orphans[handle.LockId] = handle;
         }
     }
 

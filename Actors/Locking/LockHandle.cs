@@ -363,6 +363,12 @@ internal sealed class Lockspace : ILockspace
         // PERSISTENT locks outlive the session as orphans (the resource keeps them granted); the rest are
         // released. The lock client orphans them, and keeps them to re-assert if their resource's node dies.
         var orphaned = handles.Where(h => h.Persistent && !h.Released).ToList();
+        foreach (var handle in orphaned)
+        {
+            // The session no longer holds it: its LostToken fires before DisposeAsync returns.
+            handle.Abandon();
+        }
+
         if (orphaned.Count > 0)
         {
             _manager.Client.Tell(new OrphanHandles(Owner, orphaned));
