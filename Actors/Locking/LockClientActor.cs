@@ -14,6 +14,9 @@ internal sealed record ReassertHeldLocks(long Generation) : INoSerializationVeri
 /// <summary>Every held lock was confirmed by its resource (or the retries ran out).</summary>
 internal sealed record HeldLocksReasserted(long Generation, int Locks, int Failed) : INoSerializationVerificationNeeded;
 
+/// <summary>A session ended: its PERSISTENT locks become orphans on their resources; local only.</summary>
+internal sealed record OrphanHandles(LockOwner Session, IReadOnlyList<LockHandle> Handles) : INoSerializationVerificationNeeded;
+
 /// <summary>Self-fencing: cancel every handle's LostToken; local only.</summary>
 internal sealed class FenceHandles : INoSerializationVerificationNeeded
 {
@@ -33,6 +36,11 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     private readonly LockingOptions _options;
     private readonly RecoveryGate _gate;
     private readonly Dictionary<long, LockHandle> _handles = [];
+
+    // Orphans our sessions left (granted PERSISTENT locks of ended sessions), kept until their resource
+    // says one was adopted (OrphanGone) or no longer has it: recovery re-asserts them as orphans, so a
+    // resource rebuilt after its node died gets them back.
+    private readonly Dictionary<long, LockHandle> _orphans = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
 
     // The re-assertion round in progress: locks whose resource has not confirmed yet.
@@ -78,6 +86,15 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             }
         });
         Receive<ReassertTick>(_ => ResendReasserts());
+        Receive<OrphanHandles>(Orphan);
+        Receive<OrphanGone>(m =>
+        {
+            _orphans.Remove(m.LockId);
+            if (_reasserting.Remove(m.LockId) && _reasserting.Count == 0 && _resending.Count == 0)
+            {
+                FinishReassert();
+            }
+        });
         Receive<FenceHandles>(_ =>
         {
             foreach (var handle in _handles.Values)
@@ -118,8 +135,31 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             }
         }
 
+        foreach (var orphan in _orphans.Values)
+        {
+            var flags = LockFlags.Persistent | LockFlags.Orphan;
+            _reasserting[orphan.LockId] = new ReassertLock(orphan.EntityId, orphan.LockId, orphan.Owner, orphan.Mode, flags, orphan.LvbLength, orphan.LvbCopy.ToArray(), orphan.LvbSeq);
+        }
+
         _reassertCount = _reasserting.Count;
         ResendReasserts();
+    }
+
+    /// <summary>
+    /// A session ended with PERSISTENT locks: the resources turn them into orphans (one purge per resource
+    /// and session, behind every earlier command of ours there). Granted ones are kept for re-assertion.
+    /// </summary>
+    private void Orphan(OrphanHandles m)
+    {
+        foreach (var entityId in m.Handles.Select(h => h.EntityId).Distinct())
+        {
+            _region.Tell(new PurgeLockOwner(entityId, m.Session.NodeId, m.Session.Session), Self);
+        }
+
+        foreach (var handle in m.Handles.Where(h => h.HasGrant))
+        {
+            _orphans[handle.LockId] = handle;
+        }
     }
 
     private void ResendReasserts()
@@ -156,7 +196,8 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
         Timers.StartSingleTimer(ReassertTimer, ReassertTick.Instance, ReassertRetry);
     }
 
-    private static TimeSpan ReassertRetry => TimeSpan.FromMilliseconds(500);
+    // As often as the lock region asks the coordinator for a moved shard's new home (retry-interval).
+    private static TimeSpan ReassertRetry => TimeSpan.FromMilliseconds(200);
 
     private void Reasserted(LockReasserted m)
     {
@@ -165,7 +206,16 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             return;
         }
 
-        if (_handles.TryGetValue(m.LockId, out var handle))
+        if (_orphans.ContainsKey(m.LockId))
+        {
+            if (m.Status != LockStatus.Granted)
+            {
+                // Adopted while we were not told, or a live lock took its place in the rebuild.
+                _log.Info("Recovery {0}: orphan {1} on {2} is gone ({3})", _reassertGeneration, m.LockId, m.EntityId, m.Status);
+                _orphans.Remove(m.LockId);
+            }
+        }
+        else if (_handles.TryGetValue(m.LockId, out var handle))
         {
             if (m.Status != LockStatus.Granted)
             {

@@ -360,11 +360,18 @@ internal sealed class Lockspace : ILockspace
             _handles.Clear();
         }
 
-        // PERSISTENT locks outlive the session as orphans (the resource keeps them granted); the rest are released.
-        foreach (var orphaned in handles.Where(h => h.Persistent && !h.Released))
+        // PERSISTENT locks outlive the session as orphans (the resource keeps them granted); the rest are
+        // released. The lock client orphans them, and keeps them to re-assert if their resource's node dies.
+        var orphaned = handles.Where(h => h.Persistent && !h.Released).ToList();
+        foreach (var handle in orphaned)
         {
-            _manager.Region.Tell(new PurgeLockOwner(orphaned.EntityId, Owner.NodeId, Session));
-            orphaned.Abandon();
+            // The session no longer holds it: its LostToken fires before DisposeAsync returns.
+            handle.Abandon();
+        }
+
+        if (orphaned.Count > 0)
+        {
+            _manager.Client.Tell(new OrphanHandles(Owner, orphaned));
         }
 
         await Task.WhenAll(handles.Where(h => !h.Persistent && !h.Released).Select(h => h.DisposeAsync().AsTask()));

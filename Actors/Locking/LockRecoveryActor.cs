@@ -22,6 +22,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
 
     private const string FenceTimer = "fence";
     private const string AckTimer = "ack";
+    private const string HelloTimer = "hello";
 
     private readonly LockManager _manager;
     private readonly RecoveryGate _gate;
@@ -44,35 +45,44 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         _options = options;
         _cluster = Cluster.Get(Context.System);
         _self = Key(_cluster.SelfUniqueAddress);
-        _state = new LockspaceRecoveryState(_self);
+        // Joining: the gate stays closed until every member told us it is not recovering anything we missed.
+        _state = new LockspaceRecoveryState(_self, joining: true);
+        gate.Close();
         _addresses[_self] = _cluster.SelfAddress;
         _nodeIds[_self] = options.NodeId;
 
-        Receive<ClusterEvent.MemberUp>(m =>
-        {
-            var key = Key(m.Member.UniqueAddress);
-            _addresses[key] = m.Member.Address;
-            Apply(_state.MemberUp(key));
-            if (key != _self)
-            {
-                Coordinator(m.Member.Address).Tell(new RecoveryHello(_options.NodeId, _self));
-            }
-        });
+        Receive<ClusterEvent.CurrentClusterState>(InitialView);
+        Receive<ClusterEvent.MemberUp>(m => MemberUp(m.Member));
         Receive<ClusterEvent.MemberLeft>(m => Apply(_state.Leaving(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.MemberExited>(m => Apply(_state.Leaving(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.UnreachableMember>(m => Apply(_state.Unreachable(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.ReachableMember>(m => Apply(_state.Reachable(Key(m.Member.UniqueAddress))));
+        Receive<ClusterEvent.MemberDowned>(m => Apply(_state.Downed(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.MemberRemoved>(m => Apply(_state.Removed(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.IMemberEvent>(_ => { });
         Receive<RecoveryHello>(m =>
         {
-            var known = _nodeIds.ContainsKey(m.Member);
             _nodeIds[m.Member] = m.NodeId;
             _addresses[m.Member] = Sender.Path.Address;
-            if (!known)
+            if (!m.Reply)
             {
-                // It may have greeted us before our coordinator existed; greet back.
-                Sender.Tell(new RecoveryHello(_options.NodeId, _self));
+                // It may have greeted us before our coordinator existed, or be joining and need our status.
+                Sender.Tell(Hello(reply: true));
+            }
+
+            Apply(_state.Hello(m.Member, m.Settled, m.Recovering, m.Covered));
+        });
+        Receive<ResendHello>(_ =>
+        {
+            // A hello can reach a coordinator that does not exist yet, and a status can be unsettled: ask again.
+            if (_state.IsJoining)
+            {
+                foreach (var member in _state.Members.Where(m => m != _self && _addresses.ContainsKey(m)))
+                {
+                    Coordinator(_addresses[member]).Tell(Hello(reply: false));
+                }
+
+                Timers.StartSingleTimer(HelloTimer, ResendHello.Instance, AckResendInterval);
             }
         });
         Receive<RecoveryAck>(m => Apply(_state.Ack(m.From, m.Generation, m.Covered)));
@@ -117,11 +127,52 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
-        _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
+        // A snapshot first, so the joining state knows when it has seen the whole first view.
+        _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot, typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
+        Timers.StartSingleTimer(HelloTimer, ResendHello.Instance, AckResendInterval);
         DistributedData.Get(Context.System).Replicator.Tell(Dsl.Subscribe(LockspaceRegistryActor.Key, Self));
     }
 
     protected override void PostStop() => _cluster.Unsubscribe(Self);
+
+    /// <summary>The first membership view: members that are (or were) Up, then those unreachable or leaving.</summary>
+    private void InitialView(ClusterEvent.CurrentClusterState view)
+    {
+        var members = view.Members.Where(m => m.Status is MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting or MemberStatus.Down).ToList();
+        foreach (var member in members)
+        {
+            MemberUp(member);
+        }
+
+        foreach (var member in members.Where(m => m.Status is MemberStatus.Leaving or MemberStatus.Exiting))
+        {
+            Apply(_state.Leaving(Key(member.UniqueAddress)));
+        }
+
+        foreach (var member in view.Unreachable)
+        {
+            Apply(_state.Unreachable(Key(member.UniqueAddress)));
+        }
+
+        Apply(_state.InitialViewSeen());
+    }
+
+    private void MemberUp(Member member)
+    {
+        var key = Key(member.UniqueAddress);
+        _addresses[key] = member.Address;
+        Apply(_state.MemberUp(key));
+        if (key != _self)
+        {
+            Coordinator(member.Address).Tell(Hello(reply: false));
+        }
+    }
+
+    private RecoveryHello Hello(bool reply)
+    {
+        var report = _state.Report();
+        return new RecoveryHello(_options.NodeId, _self, reply, report.Settled, report.Generation, report.Recovering, report.Covered);
+    }
 
     private ActorSelection Coordinator(Address address) => Context.ActorSelection(new RootActorPath(address) / "user" / Name);
 
@@ -146,6 +197,11 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
                 case SendAckEffect ack:
                     _lastAck = new RecoveryAck(_self, ack.Generation, ack.Covered);
                     Broadcast(_lastAck, ack.To);
+                    break;
+                case JoinSettledEffect:
+                    _gate.Open();
+                    Timers.Cancel(HelloTimer);
+                    _log.Info("Recovery: joined; every member's recovery status is settled, granting starts");
                     break;
                 case RecoveryDoneEffect done:
                     _gate.Open();
@@ -286,6 +342,11 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
     private sealed class ResendAck : INoSerializationVerificationNeeded
     {
         public static readonly ResendAck Instance = new();
+    }
+
+    private sealed class ResendHello : INoSerializationVerificationNeeded
+    {
+        public static readonly ResendHello Instance = new();
     }
 
     private sealed class FenceTick : INoSerializationVerificationNeeded

@@ -34,6 +34,11 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
     // whatever reaches it first. Its old LVB is gone, so it must not pass zeros off as valid.
     private readonly bool _bornDuringRecovery;
 
+    // Born during recovery and the gate has not opened since: re-assertions are still rebuilding it,
+    // so an orphan it does not know is taken back; later (or on a resource that survived) such an
+    // orphan was adopted in the meantime.
+    private bool _rebuilding;
+
     public LockResourceActor(string entityId, string nodeId, LockingOptions options, RecoveryGate gate)
     {
         _entityId = entityId;
@@ -41,6 +46,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
         _options = options;
         _gate = gate;
         _bornDuringRecovery = !gate.IsGranting;
+        _rebuilding = _bornDuringRecovery;
         Active();
     }
 
@@ -92,6 +98,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             return;
         }
 
+        _rebuilding = false;
         if (_state is { GrantsSuspended: true } state)
         {
             Run(state.ResumeGrants());
@@ -250,6 +257,14 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             return;
         }
 
+        if (m.Flags.HasFlag(LockFlags.Orphan) && !_rebuilding)
+        {
+            // This resource kept its orphans through the failure: one it does not have was adopted.
+            Sender.Tell(new LockReasserted(_entityId, m.LockId, LockStatus.NotFound, false));
+            AfterCommand();
+            return;
+        }
+
         var effects = state.Reassert(m.LockId, m.Owner, m.Mode, m.Flags, m.Lvb, m.LvbSeq);
         var status = effects.OfType<CompleteEffect>().FirstOrDefault(c => c.LockId == m.LockId)?.Status ?? LockStatus.Invalid;
         if (status == LockStatus.Granted)
@@ -317,6 +332,10 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
                     break;
                 case BastEffect b when _clients.TryGetValue(b.LockId, out var holder):
                     holder.Tell(new BlockingAst(_entityId, b.LockId, b.BlockedMode));
+                    break;
+                case OrphanGoneEffect o when _clients.TryGetValue(o.LockId, out var orphaner):
+                    // The lock client of the orphaning node keeps the orphan for re-assertion until told.
+                    orphaner.Tell(new OrphanGone(_entityId, o.LockId));
                     break;
                 case ScheduleTimeoutEffect t:
                     var delay = TimeSpan.FromTicks(Math.Max(0, t.DeadlineTicks - Now));

@@ -19,6 +19,15 @@ public sealed record CompleteEffect(long LockId, LockOwner Owner, LockOperation 
 /// <summary>Deliver a blocking AST: the holder of <paramref name="LockId"/> is in the way of <paramref name="BlockedMode"/>.</summary>
 public sealed record BastEffect(long LockId, LockOwner Owner, LockMode BlockedMode) : LockEffect;
 
+/// <summary>
+/// An orphan left the resource: adopted (it lives on under the adopter's id), or dropped during a rebuild
+/// because a live holder's re-assertion conflicts with it (so it had been adopted before the old master
+/// died). The node whose session orphaned it stops keeping it for re-assertion.
+/// </summary>
+/// <param name="LockId">The orphan's id (its last owner's lock id).</param>
+/// <param name="LastOwner">The session that orphaned it.</param>
+public sealed record OrphanGoneEffect(long LockId, LockOwner LastOwner) : LockEffect;
+
 /// <summary>Call <see cref="LockResourceState.Expire"/> for <paramref name="LockId"/> at <paramref name="DeadlineTicks"/> (UTC ticks).</summary>
 public sealed record ScheduleTimeoutEffect(long LockId, long DeadlineTicks) : LockEffect;
 
@@ -459,14 +468,27 @@ public sealed class LockResourceState
     /// Recovery: a surviving holder re-asserts a lock it holds on a restarted resource, with its
     /// copy of the LVB. The newest LVB copy (highest sequence) wins. Fails as Invalid if the mode
     /// does not fit the locks already re-asserted (which would mean a lock was granted twice).
+    /// With <see cref="LockFlags.Orphan"/> the node whose session orphaned a PERSISTENT lock
+    /// re-asserts it, and it comes back as an orphan. Two granted locks that conflict cannot both be
+    /// real: a live lock conflicting with a re-asserted orphan means the orphan was adopted before
+    /// the old master died and the news of it died too, so the live lock wins and the orphan is
+    /// dropped (<see cref="OrphanGoneEffect"/>); an orphan conflicting with anything is refused.
     /// </summary>
     public IReadOnlyList<LockEffect> Reassert(long lockId, LockOwner owner, LockMode mode, LockFlags flags, byte[]? lvb, long lvbSeq)
     {
         BeginCommand();
+        var orphan = flags.HasFlag(LockFlags.Orphan);
+        var conflicting = _granted.Concat(_converting).Where(l => Enum.IsDefined(mode) && !LockModes.Compatible(l.Granted!.Value, mode)).ToList();
         if (_locks.ContainsKey(lockId) || !Enum.IsDefined(mode) || (lvb is not null && lvb.Length > LvbLength)
-            || _granted.Concat(_converting).Any(l => !LockModes.Compatible(l.Granted!.Value, mode)))
+            || (conflicting.Count > 0 && (orphan || conflicting.Any(l => !l.IsOrphan))))
         {
             return Fail(lockId, LockOperation.Request, LockStatus.Invalid, owner);
+        }
+
+        foreach (var stale in conflicting)
+        {
+            Remove(stale);
+            Emit(new OrphanGoneEffect(stale.Id, stale.Owner));
         }
 
         var lkb = new LockEntry(lockId, owner)
@@ -474,7 +496,8 @@ public sealed class LockResourceState
             Granted = mode,
             Requested = mode,
             Flags = flags & ~LockFlags.Orphan,
-            Persistent = flags.HasFlag(LockFlags.Persistent),
+            Persistent = orphan || flags.HasFlag(LockFlags.Persistent),
+            IsOrphan = orphan,
             Queue = LockQueue.Granted,
             LvbSeq = lvbSeq,
         };
@@ -503,6 +526,7 @@ public sealed class LockResourceState
         }
 
         // The orphan takes the adopter's id and owner; it stays where it is in the grant queue.
+        Emit(new OrphanGoneEffect(match.Id, match.Owner));
         _locks.Remove(match.Id);
         match.Id = lockId;
         match.Owner = owner;

@@ -19,6 +19,15 @@ public sealed record SendAckEffect(long Generation, IReadOnlyList<string> Covere
 /// <summary>recover_done: every survivor finished; grant again. <paramref name="Dead"/> is empty when the unreachable members came back.</summary>
 public sealed record RecoveryDoneEffect(long Generation, IReadOnlyList<string> Dead) : RecoveryEffect;
 
+/// <summary>A joining node learned that no recovery it could host a rebuilt resource of is still running: grant.</summary>
+public sealed record JoinSettledEffect : RecoveryEffect;
+
+/// <summary>
+/// What a node tells a joining one in its <c>RecoveryHello</c>: whether its membership view is settled
+/// (nothing unreachable or leaving), the removals it is still recovering, and every removal it finished.
+/// </summary>
+public sealed record RecoveryReport(bool Settled, long Generation, IReadOnlyList<string> Recovering, IReadOnlyList<string> Covered);
+
 /// <summary>Where a node stands in recovery.</summary>
 public enum RecoveryPhase
 {
@@ -30,6 +39,13 @@ public enum RecoveryPhase
 
     /// <summary>A member was removed; waiting for our slot work and every survivor's acknowledgement.</summary>
     Recovering,
+
+    /// <summary>
+    /// This node just joined: nothing is granted until every member has told it (hello) what it is still
+    /// recovering and has acknowledged that work, so a resource of a dead node rebuilt here waits for the
+    /// survivors' re-assertions.
+    /// </summary>
+    Joining,
 }
 
 /// <summary>
@@ -46,6 +62,14 @@ public enum RecoveryPhase
 /// us when its newest acknowledgement covers every removal we saw while it was a member. It acks only
 /// after re-asserting its locks, so covering the newest removal means it re-asserted after that
 /// removal moved shards. An acknowledgement older (lower generation) than the one we hold is ignored.
+/// <para>
+/// A node that joins may have missed a removal (its first view no longer shows the dead member) while
+/// the survivors still re-assert their locks; sharding may place a resource of the dead node here, and it
+/// must not grant before those re-assertions. So a joining node starts in <see cref="RecoveryPhase.Joining"/>
+/// and stays there until it has seen its first membership view, every other member's hello with a settled
+/// view, and, for every removal a member reported still recovering, an acknowledgement (or a later hello)
+/// from that member covering it.
+/// </para>
 /// </summary>
 public sealed class LockspaceRecoveryState
 {
@@ -58,13 +82,30 @@ public sealed class LockspaceRecoveryState
     private readonly Dictionary<string, (long Generation, HashSet<string> Covered)> _acks = [];
     private long _slotDoneGeneration;
 
+    // Joining only: whether the first membership view was applied, the members whose settled hello
+    // arrived, the removals each reported still recovering, and the removals each reported finished.
+    private bool _joining;
+    private bool _viewSeen;
+    private readonly HashSet<string> _reported = [];
+    private readonly Dictionary<string, HashSet<string>> _reportedRecovering = [];
+    private readonly Dictionary<string, HashSet<string>> _reportedCovered = [];
+
     /// <param name="self">This node's unique address.</param>
-    public LockspaceRecoveryState(string self)
+    /// <param name="joining">
+    /// The node is joining a cluster that may be recovering: it grants only after <see cref="InitialViewSeen"/>
+    /// and every member's hello (<see cref="Hello"/>) and acknowledgements (see <see cref="RecoveryPhase.Joining"/>).
+    /// </param>
+    public LockspaceRecoveryState(string self, bool joining = false)
     {
         Self = self;
         _members.Add(self);
         _expected[self] = [];
+        _joining = joining;
+        Phase = joining ? RecoveryPhase.Joining : RecoveryPhase.Normal;
     }
+
+    /// <summary>The node still waits for the other members' recovery status (joining).</summary>
+    public bool IsJoining => _joining;
 
     public string Self { get; }
 
@@ -163,6 +204,15 @@ public sealed class LockspaceRecoveryState
         return TryFinish();
     }
 
+    /// <summary>
+    /// A member was downed. Recovery starts now, not at its removal (leader actions and gossip later), if
+    /// the member is unreachable: its node fenced itself before the resolver could down it (fence timeout
+    /// shorter than stable-after), so it no longer acts on its locks. A reachable member that is downed
+    /// (by an operator) still runs until it sees the Down itself; its slot waits for the removal.
+    /// </summary>
+    public IReadOnlyList<RecoveryEffect> Downed(string member) =>
+        _unreachable.Contains(member) ? Removed(member) : [];
+
     /// <summary>A member was removed (downed by the resolver, or left): its slot must be recovered.</summary>
     public IReadOnlyList<RecoveryEffect> Removed(string member)
     {
@@ -181,9 +231,12 @@ public sealed class LockspaceRecoveryState
             _expected[survivor].Add(member);
         }
 
+        _reported.Remove(member);
+        _reportedRecovering.Remove(member);
+        _reportedCovered.Remove(member);
         Generation++;
         var effects = new List<RecoveryEffect>();
-        if (Phase == RecoveryPhase.Normal)
+        if (Phase is RecoveryPhase.Normal or RecoveryPhase.Joining)
         {
             effects.Add(new EnterPrepEffect(Generation));
         }
@@ -226,12 +279,77 @@ public sealed class LockspaceRecoveryState
         return TryFinish();
     }
 
-    /// <summary>The survivors whose acknowledgement is still missing (for logs and dumps).</summary>
-    public IReadOnlyList<string> Waiting() =>
-        _members.Where(m => m != Self && !Acked(m)).ToList();
+    /// <summary>Joining: the first membership view (current members, unreachable, leaving) has been applied.</summary>
+    public IReadOnlyList<RecoveryEffect> InitialViewSeen()
+    {
+        _viewSeen = true;
+        return TryFinish();
+    }
 
-    private bool Acked(string member) =>
-        _expected[member].Count == 0 || (_acks.TryGetValue(member, out var ack) && ack.Covered.IsSupersetOf(_expected[member]));
+    /// <summary>
+    /// A member's hello: its recovery status (see <see cref="Report"/>). Only a joining node uses it; an
+    /// unsettled view does not count, the joining node asks again.
+    /// </summary>
+    public IReadOnlyList<RecoveryEffect> Hello(string from, bool settled, IReadOnlyList<string> recovering, IReadOnlyList<string> covered)
+    {
+        if (!_joining || from == Self)
+        {
+            return [];
+        }
+
+        if (!settled)
+        {
+            // It may be about to learn of a removal our first view already lacks.
+            _reported.Remove(from);
+            return [];
+        }
+
+        _reported.Add(from);
+        Set(_reportedCovered, from).UnionWith(covered);
+
+        // Removals we saw ourselves are tracked by _expected; the others it must still acknowledge to us.
+        Set(_reportedRecovering, from).UnionWith(recovering.Where(d => d != Self && !_members.Contains(d)));
+        return TryFinish();
+    }
+
+    /// <summary>This node's status for another node's hello.</summary>
+    public RecoveryReport Report() =>
+        new(_unreachable.Count == 0 && _leaving.Count == 0, Generation, Phase == RecoveryPhase.Recovering ? [.. _dead] : [], _completed.Order(StringComparer.Ordinal).ToList());
+
+    /// <summary>The survivors whose acknowledgement (or, while joining, hello) is still missing (for logs and dumps).</summary>
+    public IReadOnlyList<string> Waiting() =>
+        _members.Where(m => m != Self && (!Acked(m) || (_joining && !_reported.Contains(m)))).ToList();
+
+    private bool Acked(string member)
+    {
+        var owed = _expected[member].Concat(_reportedRecovering.GetValueOrDefault(member) ?? []).ToList();
+        return owed.Count == 0
+            || owed.All(d => (_acks.TryGetValue(member, out var ack) && ack.Covered.Contains(d))
+                             || (_reportedCovered.TryGetValue(member, out var reported) && reported.Contains(d)));
+    }
+
+    private static HashSet<string> Set(Dictionary<string, HashSet<string>> sets, string key)
+    {
+        if (!sets.TryGetValue(key, out var set))
+        {
+            set = new HashSet<string>(StringComparer.Ordinal);
+            sets[key] = set;
+        }
+
+        return set;
+    }
+
+    /// <summary>Joining: the first view is in and every other member reported a settled status and acked what it reported recovering.</summary>
+    private bool JoinSettled() =>
+        _viewSeen && _members.All(m => m == Self || (_reported.Contains(m) && Acked(m)));
+
+    private void EndJoin()
+    {
+        _joining = false;
+        _reported.Clear();
+        _reportedRecovering.Clear();
+        _reportedCovered.Clear();
+    }
 
     private IReadOnlyList<RecoveryEffect> Unsettle()
     {
@@ -246,14 +364,29 @@ public sealed class LockspaceRecoveryState
 
     private IReadOnlyList<RecoveryEffect> TryFinish()
     {
+        if (Phase == RecoveryPhase.Joining)
+        {
+            if (_unreachable.Count > 0 || _leaving.Count > 0 || !JoinSettled())
+            {
+                return [];
+            }
+
+            EndJoin();
+            Phase = RecoveryPhase.Normal;
+            return [new JoinSettledEffect()];
+        }
+
         if (Phase != RecoveryPhase.Recovering
             || _slotDoneGeneration != Generation
             || _unreachable.Count > 0
             || _leaving.Count > 0
-            || _members.Any(m => m != Self && !Acked(m)))
+            || _members.Any(m => m != Self && !Acked(m))
+            || (_joining && !JoinSettled()))
         {
             return [];
         }
+
+        EndJoin();
 
         var dead = _dead.ToList();
         _dead.Clear();

@@ -46,14 +46,30 @@ public sealed record ReassertLock(string EntityId, long LockId, LockOwner Owner,
 /// <summary>
 /// The answer to <see cref="ReassertLock"/>: <c>Granted</c> when the resource holds the lock now, with
 /// <paramref name="Fresh"/> true when it did not know it before (the resource was rebuilt); <c>Invalid</c>
-/// when the lock does not fit the locks already there.
+/// when the lock does not fit the locks already there; <c>NotFound</c> for an orphan (ORPHAN flag) that a
+/// surviving resource no longer has (it was adopted).
 /// </summary>
 public sealed record LockReasserted(string EntityId, long LockId, LockStatus Status, bool Fresh) : ILockProtocol;
 
-/// <summary>Recovery: a node's coordinator tells another which node id its unique address belongs to.</summary>
+/// <summary>
+/// From a resource to the lock client of the node whose session orphaned lock <paramref name="LockId"/>:
+/// the orphan was adopted (or dropped in a rebuild), so that node stops re-asserting it after recoveries.
+/// </summary>
+public sealed record OrphanGone(string EntityId, long LockId) : ILockProtocol;
+
+/// <summary>
+/// Recovery: a node's coordinator tells another which node id its unique address belongs to, and where
+/// its recovery stands (a joining node grants only once every member's status is settled and acknowledged).
+/// A hello that is not a <paramref name="Reply"/> is answered with one.
+/// </summary>
 /// <param name="NodeId">The stable node id lock owners are recorded by.</param>
 /// <param name="Member">The sender's unique address (address#uid).</param>
-public sealed record RecoveryHello(string NodeId, string Member) : ILockProtocol;
+/// <param name="Reply">An answer to a hello (not answered again).</param>
+/// <param name="Settled">The sender sees no member unreachable or leaving.</param>
+/// <param name="Generation">The sender's recovery generation.</param>
+/// <param name="Recovering">Unique addresses of removed members the sender is still recovering.</param>
+/// <param name="Covered">Unique addresses of removed members whose recovery the sender finished.</param>
+public sealed record RecoveryHello(string NodeId, string Member, bool Reply, bool Settled, long Generation, IReadOnlyList<string> Recovering, IReadOnlyList<string> Covered) : ILockProtocol;
 
 /// <summary>
 /// Recovery: the sender purged every removed member in <paramref name="Covered"/> (cumulative) from the

@@ -151,9 +151,10 @@ public static class LockCommands
         var eventLog = new Option<string>("--event-log") { Description = "File the events are appended to (monotonic ns, event).", Required = true };
         var seconds = new Option<int>("--seconds") { Description = "How long to run.", DefaultValueFactory = _ => 60 };
         var probeMs = new Option<int>("--probe-ms") { Description = "After losing the lock, ask for it again (NOQUEUE) this often.", DefaultValueFactory = _ => 300 };
+        var valBlk = new Option<bool>("--valblk") { Description = "Ask with VALBLK; the grant line says valnotvalid when the LVB was not valid." };
         var command = new Command("hold", "Hold one EX lock and log when it is granted, lost (FENCED or the node's stream broke) and every later attempt at it. Exit 1 if anything was granted after the loss.")
         {
-            resource, node, lockspace, eventLog, seconds, probeMs,
+            resource, node, lockspace, eventLog, seconds, probeMs, valBlk,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -173,7 +174,7 @@ public static class LockCommands
             try
             {
                 var stale = await LockHolder.RunAsync(new LockHolderSettings(uri, parse.GetValue(resource)!, parse.GetValue(eventLog)!,
-                    TimeSpan.FromSeconds(parse.GetValue(seconds)), TimeSpan.FromMilliseconds(parse.GetValue(probeMs)), parse.GetValue(lockspace)!), Console.Out, ct);
+                    TimeSpan.FromSeconds(parse.GetValue(seconds)), TimeSpan.FromMilliseconds(parse.GetValue(probeMs)), parse.GetValue(lockspace)!, parse.GetValue(valBlk)), Console.Out, ct);
                 if (stale)
                 {
                     await Console.Error.WriteLineAsync("lockstep: a lock was granted to this client after it had lost it (stale grant)");

@@ -13,7 +13,8 @@ namespace Lockstep.Hosting.Locking;
 /// <param name="Duration">How long to run; a lock still held then is unlocked.</param>
 /// <param name="ProbeInterval">After the lock was lost: how often to ask for it again (NOQUEUE).</param>
 /// <param name="Lockspace">Lockspace of the resource.</param>
-public sealed record LockHolderSettings(Uri Node, string Resource, string EventLog, TimeSpan Duration, TimeSpan ProbeInterval, string Lockspace = "torture");
+/// <param name="ValBlk">Ask with VALBLK (read the LVB; the grant line says <c>valnotvalid</c> when the LVB was not valid).</param>
+public sealed record LockHolderSettings(Uri Node, string Resource, string EventLog, TimeSpan Duration, TimeSpan ProbeInterval, string Lockspace = "torture", bool ValBlk = false);
 
 /// <summary>
 /// Holds one EX lock and writes down, on the machine-wide monotonic clock (<see cref="HoldClock"/>),
@@ -25,6 +26,7 @@ public sealed record LockHolderSettings(Uri Node, string Resource, string EventL
 public static class LockHolder
 {
     private const uint NoQueue = 1;
+    private const uint ValBlk = 4;
 
     // A probe of a node that is going away may hang; it must not hold up the next one for long.
     private static readonly TimeSpan ProbePatience = TimeSpan.FromSeconds(2);
@@ -54,9 +56,9 @@ public static class LockHolder
         Event($"opened node {session.Opened?.NodeId} slot {session.Opened?.Slot}");
         try
         {
-            var grant = await session.CallAsync(new ClientMessage { Lock = new Grpc.Lock { Resource = settings.Resource, Mode = Mode.Ex } }).WaitAsync(until.Token);
+            var grant = await session.CallAsync(new ClientMessage { Lock = new Grpc.Lock { Resource = settings.Resource, Mode = Mode.Ex, Flags = settings.ValBlk ? ValBlk : 0 } }).WaitAsync(until.Token);
 
-            Event($"granted {grant.Status} lock {grant.LockId:x}");
+            Event($"granted {grant.Status} lock {grant.LockId:x}{((grant.ResultFlags & 1) != 0 ? " valnotvalid" : string.Empty)}");
             if (grant.Status != Status.Granted)
             {
                 return false;

@@ -142,10 +142,14 @@ public static class LockSessionTorture
                             throw new LockBenchException($"EX request answered {grant.Status}");
                         }
 
-                        if ((grant.ResultFlags & 1) != 0)
+                        var notValid = (grant.ResultFlags & 1) != 0;
+                        if (notValid)
                         {
                             Interlocked.Increment(ref counters.NotValid);
                         }
+
+                        // Which grants found the LVB not valid, in order: one after an EX holder died, none after the next write.
+                        log?.AppendLine(string.Create(CultureInfo.InvariantCulture, $"grant {settings.Resource} {session.NodeId ?? node} {client} {start} {(notValid ? "valnotvalid" : "valid")}"));
 
                         var next = BinaryPrimitives.ReadInt64LittleEndian(grant.Lvb.Span) + 1;
                         try

@@ -155,6 +155,73 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task Orphan_on_a_resource_of_the_dead_node_is_reasserted_by_its_node_and_adopted_with_its_mode()
+    {
+        var cluster = new ThreeNodeCluster { ExtraHocon = Hocon };
+        await cluster.InitializeAsync();
+        try
+        {
+            var a = await cluster.Managers[0].OpenLockspaceAsync("orph");
+            var b = await cluster.Managers[1].OpenLockspaceAsync("orph");
+            var victim = await cluster.Managers[2].OpenLockspaceAsync("orph");
+            var eventsA = Collect(a);
+            var eventsB = Collect(b);
+
+            // "kept" lives on n3 (it asks first); a session on n1 takes PW PERSISTENT and ends: an orphan.
+            _ = await victim.LockAsync("kept", LockMode.NL);
+            Assert.Equal("n3", (await cluster.Managers[0].DumpResourceAsync("orph", "kept")).MasterNode);
+            var ending = await cluster.Managers[0].OpenLockspaceAsync("orph");
+            var persistent = await ending.LockAsync("kept", LockMode.PW, LockFlags.Persistent);
+            await ending.DisposeAsync();
+
+            // The session's end reaches the resource through n1's lock client; the dump goes straight to the region.
+            var before = await cluster.Managers[0].DumpResourceAsync("orph", "kept");
+            for (var tries = 0; !before.Granted.Any(l => l.Orphan) && tries < 100; tries++)
+            {
+                await Task.Delay(100);
+                before = await cluster.Managers[0].DumpResourceAsync("orph", "kept");
+            }
+
+            var orphan = Assert.Single(before.Granted, l => l.Orphan);
+            Assert.Equal((persistent.LockId, "n1", LockMode.PW), (orphan.LockId, orphan.NodeId, orphan.GrantedMode));
+
+            var victimAddress = Cluster.Get(cluster.Systems[2]).SelfAddress;
+            await cluster.Systems[2].Terminate();
+            await Next(eventsA, RecoveryStage.Prep, "recover_prep on n1 after n3 died");
+            Cluster.Get(cluster.Systems[0]).Down(victimAddress);
+            await Next(eventsA, RecoveryStage.Done, "recover_done on n1");
+            await Next(eventsB, RecoveryStage.Done, "recover_done on n2");
+
+            // The resource was rebuilt on a survivor from n1's re-assertion: the orphan is back, still an orphan.
+            var rebuilt = await cluster.Managers[1].DumpResourceAsync("orph", "kept");
+            Assert.NotEqual("n3", rebuilt.MasterNode);
+            var back = Assert.Single(rebuilt.Granted);
+            Assert.Equal((persistent.LockId, "n1", LockMode.PW, true), (back.LockId, back.NodeId, back.GrantedMode, back.Orphan));
+
+            // Another mode does not adopt it; the orphan's own mode does, from the other survivor.
+            var wrongMode = await Assert.ThrowsAsync<LockRequestException>(() => b.LockAsync("kept", LockMode.EX, LockFlags.Orphan));
+            Assert.Equal(LockStatus.WouldBlock, wrongMode.Status);
+            await using (var adopted = await b.LockAsync("kept", LockMode.PW, LockFlags.Orphan).WaitAsync(Patience))
+            {
+                Assert.Equal(LockMode.PW, adopted.Mode);
+                var after = await cluster.Managers[1].DumpResourceAsync("orph", "kept");
+                var now = Assert.Single(after.Granted);
+                Assert.Equal((adopted.LockId, "n2", false), (now.LockId, now.NodeId, now.Orphan));
+                var blocked = await Assert.ThrowsAsync<LockRequestException>(() => a.LockAsync("kept", LockMode.PW, LockFlags.NoQueue));
+                Assert.Equal(LockStatus.WouldBlock, blocked.Status);
+            }
+
+            // Adopted once: nothing is left to adopt.
+            var none = await Assert.ThrowsAsync<LockRequestException>(() => a.LockAsync("kept", LockMode.PW, LockFlags.Orphan));
+            Assert.Equal(LockStatus.NotFound, none.Status);
+        }
+        finally
+        {
+            await cluster.DisposeAsync();
+        }
+    }
+
     private static Channel<LockspaceRecoveryEvent> Collect(ILockspace space)
     {
         var channel = Channel.CreateUnbounded<LockspaceRecoveryEvent>();

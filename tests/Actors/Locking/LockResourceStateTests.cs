@@ -469,6 +469,58 @@ public sealed class LockResourceStateTests
     }
 
     [Fact]
+    public void Adopting_an_orphan_reports_the_orphan_gone_to_its_last_owner()
+    {
+        Granted(_r.Request(1, A, PR, LockFlags.Persistent, null, Now), 1);
+        _r.PurgeOwner(A.NodeId, A.Session);
+        var adopt = _r.Request(2, B, PR, LockFlags.Orphan, null, Now);
+        Granted(adopt, 2);
+        Assert.Equal([new OrphanGoneEffect(1, A)], adopt.OfType<OrphanGoneEffect>());
+    }
+
+    [Fact]
+    public void Reasserted_orphan_comes_back_as_an_orphan_that_can_be_adopted_with_its_lvb()
+    {
+        // A rebuilt resource: A's node re-asserts the PW orphan its ended session left, B a live CR beside it.
+        Granted(_r.Reassert(1, A, PW, LockFlags.Persistent | LockFlags.Orphan, Bytes(7), 9), 1);
+        Granted(_r.Reassert(2, B, CR, LockFlags.None, null, 0), 2);
+        var orphan = _r.Find(1)!;
+        Assert.True(orphan.IsOrphan);
+        Assert.True(orphan.Persistent);
+        Assert.Equal(9, _r.LvbSeq);
+
+        // It is not a lock anyone can use: no unlock or conversion by the old id, and an EX request waits.
+        Assert.Equal(LockStatus.Invalid, Completion(_r.Unlock(1, LockFlags.None, null), 1).Status);
+        Assert.Equal(LockStatus.WouldBlock, Completion(_r.Request(3, C, EX, LockFlags.NoQueue, null, Now), 3).Status);
+
+        var adopt = _r.Request(4, C, PW, LockFlags.Orphan | LockFlags.ValBlk, null, Now);
+        var adopted = Completion(adopt, 4);
+        Assert.Equal((LockStatus.Granted, PW), (adopted.Status, adopted.GrantedMode));
+        Assert.Equal(Padded(Bytes(7)), adopted.Lvb);
+        Assert.Equal([new OrphanGoneEffect(1, A)], adopt.OfType<OrphanGoneEffect>());
+        Assert.False(_r.Find(4)!.IsOrphan);
+    }
+
+    [Fact]
+    public void In_a_rebuild_a_live_lock_wins_over_a_conflicting_orphan_and_an_orphan_never_displaces_a_lock()
+    {
+        // The orphan was adopted before the old master died, and the news died with it: both come back.
+        Granted(_r.Reassert(1, A, EX, LockFlags.Persistent | LockFlags.Orphan, null, 0), 1);
+        var live = _r.Reassert(2, B, EX, LockFlags.Persistent, null, 0);
+        Granted(live, 2);
+        Assert.Equal([new OrphanGoneEffect(1, A)], live.OfType<OrphanGoneEffect>());
+        Assert.Null(_r.Find(1));
+
+        // The other order: the orphan arrives second and is refused; the live lock stays.
+        Assert.Equal(LockStatus.Invalid, Completion(_r.Reassert(3, A, PR, LockFlags.Persistent | LockFlags.Orphan, null, 0), 3).Status);
+        Assert.Null(_r.Find(3));
+        Assert.Equal(EX, _r.Find(2)!.Granted);
+
+        // Two conflicting live locks are still a double grant: the second is refused.
+        Assert.Equal(LockStatus.Invalid, Completion(_r.Reassert(4, C, PR, LockFlags.None, null, 0), 4).Status);
+    }
+
+    [Fact]
     public void Empty_resource_may_passivate_but_not_while_any_lock_even_nl_exists()
     {
         Assert.True(_r.IsEmpty);

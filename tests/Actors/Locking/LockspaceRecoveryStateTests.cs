@@ -126,6 +126,20 @@ public sealed class LockspaceRecoveryStateTests
     }
 
     [Fact]
+    public void Down_of_an_unreachable_member_starts_its_recovery_and_the_later_removal_changes_nothing()
+    {
+        var s = ThreeMembers();
+        Assert.Empty(s.Downed(C)); // reachable: an operator's Down; it still acts until it sees it
+        s.Unreachable(C);
+        var slot = Assert.IsType<RunSlotEffect>(Assert.Single(s.Downed(C)));
+        Assert.Equal([C], slot.Dead);
+        Assert.Empty(s.Removed(C));
+        Assert.Equal(1, s.Generation);
+        s.SlotDone(1);
+        Assert.IsType<RecoveryDoneEffect>(Assert.Single(s.Ack(B, 1, [C])));
+    }
+
+    [Fact]
     public void Majority_counts_this_node_and_every_member_not_removed()
     {
         var s = ThreeMembers();
@@ -169,6 +183,257 @@ public sealed class LockspaceRecoveryStateTests
         s.Unfenced();
         Assert.Null(s.FencedAmong);
         Assert.True(s.MayUnfence);
+    }
+
+    [Fact]
+    public void A_joining_node_grants_once_it_saw_its_first_view_and_every_member_reported_a_settled_status()
+    {
+        var s = new LockspaceRecoveryState(A, joining: true);
+        Assert.Equal(RecoveryPhase.Joining, s.Phase);
+        Assert.False(s.IsGranting);
+        s.MemberUp(B);
+        s.MemberUp(C);
+        Assert.Empty(s.Hello(B, true, [], []));
+        Assert.Empty(s.InitialViewSeen());
+        Assert.Equal([C], s.Waiting());
+        Assert.Empty(s.Hello(C, false, [], [])); // C sees someone unreachable: ask again
+        Assert.False(s.IsGranting);
+        Assert.IsType<JoinSettledEffect>(Assert.Single(s.Hello(C, true, [], [])));
+        Assert.True(s.IsGranting);
+        Assert.False(s.IsJoining);
+
+        // Joined: later hellos change nothing.
+        Assert.Empty(s.Hello(B, true, ["x#9"], []));
+        Assert.True(s.IsGranting);
+    }
+
+    [Fact]
+    public void A_node_that_joined_after_a_removal_it_never_saw_waits_for_the_survivors_acks_of_it()
+    {
+        const string Dead = "d#4";
+        var s = new LockspaceRecoveryState(A, joining: true);
+        s.MemberUp(B);
+        s.MemberUp(C);
+        s.InitialViewSeen();
+
+        // B still re-asserts after D's removal; C finished (covered) before we asked.
+        Assert.Empty(s.Hello(B, true, [Dead], []));
+        Assert.Empty(s.Hello(C, true, [], [Dead]));
+        Assert.Equal([B], s.Waiting());
+        Assert.Empty(s.Ack(B, 3, []));
+        Assert.False(s.IsGranting);
+        Assert.IsType<JoinSettledEffect>(Assert.Single(s.Ack(B, 4, [Dead])));
+        Assert.True(s.IsGranting);
+    }
+
+    [Fact]
+    public void A_joining_node_stays_gated_while_a_member_is_unreachable_and_a_hello_can_stand_for_the_ack()
+    {
+        var s = new LockspaceRecoveryState(A, joining: true);
+        s.MemberUp(B);
+        s.MemberUp(C);
+        s.Unreachable(C);
+        s.InitialViewSeen();
+        s.Hello(B, true, ["d#4"], []);
+        s.Hello(C, true, [], []);
+        Assert.Empty(s.Hello(B, true, [], ["d#4"])); // B finished, but C is unreachable
+        Assert.False(s.IsGranting);
+        Assert.IsType<JoinSettledEffect>(Assert.Single(s.Reachable(C)));
+    }
+
+    [Fact]
+    public void A_removal_seen_while_joining_runs_recovery_and_done_also_needs_every_hello()
+    {
+        var s = new LockspaceRecoveryState(A, joining: true);
+        s.MemberUp(B);
+        s.MemberUp(C);
+        s.MemberUp("e#5");
+        s.InitialViewSeen();
+        s.Hello(B, true, [], []);
+        s.Unreachable(C);
+        var removed = s.Removed(C);
+        Assert.IsType<EnterPrepEffect>(removed[0]);
+        Assert.IsType<RunSlotEffect>(removed[1]);
+        Assert.IsType<SendAckEffect>(Assert.Single(s.SlotDone(1)));
+        Assert.Empty(s.Ack(B, 1, [C]));
+        Assert.Empty(s.Ack("e#5", 1, [C]));
+        Assert.False(s.IsGranting); // e#5 has not told us its status
+        var done = Assert.IsType<RecoveryDoneEffect>(Assert.Single(s.Hello("e#5", true, [], [C])));
+        Assert.Equal([C], done.Dead);
+        Assert.True(s.IsGranting);
+        Assert.False(s.IsJoining);
+    }
+
+    [Fact]
+    public void Report_tells_a_joiner_what_is_still_recovering_and_what_is_covered()
+    {
+        var s = ThreeMembers();
+        Assert.Equal((true, 0L), (s.Report().Settled, s.Report().Generation));
+        s.Unreachable(C);
+        Assert.False(s.Report().Settled);
+        s.Removed(C);
+        var recovering = s.Report();
+        Assert.Equal((true, 1L), (recovering.Settled, recovering.Generation));
+        Assert.Equal([C], recovering.Recovering);
+        Assert.Empty(recovering.Covered);
+        s.SlotDone(1);
+        s.Ack(B, 1, [C]);
+        var done = s.Report();
+        Assert.Empty(done.Recovering);
+        Assert.Equal([C], done.Covered);
+    }
+
+    /// <summary>One random event of a joining node: kind, member index, generation, masks for recovering/covered.</summary>
+    public sealed record JoinStep(int Kind, int Member, int Generation, int Mask);
+
+    private static readonly Gen<JoinStep> JoinStepGen = Gen.Select(Gen.Int[0, 6], Gen.Int[0, 5], Gen.Int[0, 6], Gen.Int[0, 15],
+        (kind, member, gen, mask) => new JoinStep(kind, member, gen, mask));
+
+    /// <summary>
+    /// A node joins while removals it never saw ("x0", "x1") may still be recovered by the others. Random
+    /// orders of members coming up, settled and unsettled hellos reporting random recovering/covered subsets,
+    /// acknowledgements with random generations, reachability changes and the first view. A model checks at
+    /// the first grant that the view was seen, nothing is unreachable, every member reported a settled status,
+    /// and each acknowledged (newest ack or any hello) every removal it ever reported recovering; once every
+    /// member reports everything covered, the node grants.
+    /// </summary>
+    [Fact]
+    public void A_joining_node_grants_only_after_every_member_reported_and_acked_what_it_was_recovering()
+    {
+        JoinStepGen.Array[1, 60].Sample(steps => new JoinModel().Run(steps), iter: 3000);
+    }
+
+    private sealed class JoinModel
+    {
+        private static readonly string[] Missed = ["x0", "x1"];
+        private readonly LockspaceRecoveryState _state = new("self", joining: true);
+        private readonly List<string> _members = ["m0"];
+        private readonly HashSet<string> _unreachable = [];
+        private readonly HashSet<string> _reported = [];
+        private readonly Dictionary<string, HashSet<string>> _owes = [];
+        private readonly Dictionary<string, HashSet<string>> _helloCovered = [];
+        private readonly Dictionary<string, (long Gen, HashSet<string> Covered)> _ack = [];
+        private bool _viewSeen;
+        private bool _granted;
+
+        public void Run(JoinStep[] steps)
+        {
+            _state.MemberUp("m0");
+            foreach (var step in steps)
+            {
+                Apply(step);
+                if (_granted)
+                {
+                    return;
+                }
+            }
+
+            foreach (var m in _unreachable.ToList())
+            {
+                _unreachable.Remove(m);
+                Check(_state.Reachable(m));
+            }
+
+            _viewSeen = true;
+            Check(_state.InitialViewSeen());
+            foreach (var m in _members)
+            {
+                Hello(m, true, [], Missed);
+            }
+
+            if (!_state.IsGranting)
+            {
+                throw new Exception($"did not grant after every member reported everything covered; waiting for {string.Join(",", _state.Waiting())}");
+            }
+        }
+
+        private void Apply(JoinStep step)
+        {
+            var member = _members[step.Member % _members.Count];
+            IReadOnlyList<string> Subset(int bits) => Missed.Where((_, i) => (bits & (1 << i)) != 0).ToList();
+            switch (step.Kind)
+            {
+                case 0 when _members.Count < 5:
+                    var fresh = $"m{_members.Count}";
+                    _members.Add(fresh);
+                    Check(_state.MemberUp(fresh));
+                    break;
+                case 1:
+                    Hello(member, true, Subset(step.Mask), Subset(step.Mask >> 2));
+                    break;
+                case 2:
+                    Hello(member, false, Subset(step.Mask), Subset(step.Mask >> 2));
+                    break;
+                case 3:
+                    if (step.Generation > (_ack.TryGetValue(member, out var held) ? held.Gen : long.MinValue))
+                    {
+                        _ack[member] = (step.Generation, Subset(step.Mask).ToHashSet());
+                    }
+
+                    Check(_state.Ack(member, step.Generation, Subset(step.Mask)));
+                    break;
+                case 4:
+                    _unreachable.Add(member);
+                    Check(_state.Unreachable(member));
+                    break;
+                case 5:
+                    _unreachable.Remove(member);
+                    Check(_state.Reachable(member));
+                    break;
+                case 6:
+                    _viewSeen = true;
+                    Check(_state.InitialViewSeen());
+                    break;
+            }
+        }
+
+        private void Hello(string member, bool settled, IReadOnlyList<string> recovering, IReadOnlyList<string> covered)
+        {
+            if (settled)
+            {
+                _reported.Add(member);
+                Owes(_helloCovered, member).UnionWith(covered);
+                Owes(_owes, member).UnionWith(recovering);
+            }
+            else
+            {
+                _reported.Remove(member);
+            }
+
+            Check(_state.Hello(member, settled, recovering, covered));
+        }
+
+        private static HashSet<string> Owes(Dictionary<string, HashSet<string>> sets, string key) =>
+            sets.TryGetValue(key, out var set) ? set : sets[key] = [];
+
+        private void Check(IReadOnlyList<RecoveryEffect> effects)
+        {
+            var settledNow = effects.OfType<JoinSettledEffect>().Any();
+            if (settledNow != (_state.IsGranting && !_granted))
+            {
+                throw new Exception($"JoinSettledEffect {settledNow} but granting {_state.IsGranting}");
+            }
+
+            if (!settledNow)
+            {
+                return;
+            }
+
+            _granted = true;
+            if (!_viewSeen || _unreachable.Count > 0)
+            {
+                throw new Exception("granted before the first view or while a member is unreachable");
+            }
+
+            foreach (var m in _members)
+            {
+                var covered = Owes(_helloCovered, m).Union(_ack.TryGetValue(m, out var a) ? a.Covered : []).ToHashSet();
+                if (!_reported.Contains(m) || !Owes(_owes, m).IsSubsetOf(covered))
+                {
+                    throw new Exception($"granted while {m} had not reported a settled status or acked [{string.Join(",", Owes(_owes, m))}]");
+                }
+            }
+        }
     }
 
     /// <summary>One random event: kind, member index, generation, covered mask.</summary>
