@@ -5,6 +5,7 @@ using Akka.Cluster.Tools.Singleton;
 using Akka.Configuration;
 using Akka.DistributedData;
 using Akka.Pattern;
+using Lockstep.Actors.Messaging;
 using Lockstep.Contracts.Locking;
 
 namespace Lockstep.Actors.Locking;
@@ -71,11 +72,19 @@ public sealed class LockManager : ILockManager
         // Every node must run the replicator, or the registry's majority writes cannot succeed.
         _ = DistributedData.Get(system);
         var gate = new RecoveryGate(system.EventStream);
+        var extractor = new LockMessageExtractor(options.ShardCount);
+
+        // Reliable transport: the layer (started here with defaults unless the node started it first) hosts the holders
+        // of the lock#S channels in this region, next to the resources they deliver to.
+        var messaging = options.Transport == LockTransport.Reliable ? LockstepMessaging.Start(system, new MessagingOptions()) : null;
+        ILockReplyPath replies = messaging is null ? DirectLockReplyPath.Instance : new ReliableLockReplyPath(system, messaging.Sender);
         var region = ClusterSharding.Get(system).Start(
             RegionName,
-            entityId => LockResourceActor.Props(entityId, options.NodeId, options, gate),
+            entityId => messaging is not null && LockChannels.TryHolderShard(entityId, out _)
+                ? messaging.HolderProps(entityId, typeof(StopLockResource))
+                : LockResourceActor.Props(entityId, options.NodeId, options, gate, replies),
             RegionSettings(system),
-            new LockMessageExtractor(options.ShardCount),
+            extractor,
             new RequesterShardAllocationStrategy(),
             StopLockResource.Instance);
         system.ActorOf(
@@ -87,7 +96,14 @@ public sealed class LockManager : ILockManager
                 ClusterSingletonManagerSettings.Create(system)),
             RegistryName);
         var registry = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RegistryName}", ClusterSingletonProxySettings.Create(system)), RegistryName + "-proxy");
-        var client = system.ActorOf(LockClientActor.Props(region, options, gate), ClientName);
+        ILockCommandPath commands = messaging is null ? new DirectLockCommandPath(region) : new ReliableLockCommandPath(messaging.Sender, extractor);
+        var client = system.ActorOf(LockClientActor.Props(region, options, gate, commands), ClientName);
+        if (messaging is not null)
+        {
+            messaging.Routes.RegisterColocated(LockChannels.CommandPrefix, region);
+            LockMessagingHandlers.Register(system, messaging, region, client, options);
+        }
+
         var manager = new LockManager(system, options, region, registry, client, gate);
         system.ActorOf(Props.Create(() => new LockTortureActor(manager)), TortureName);
         manager.Recovery = system.ActorOf(LockRecoveryActor.Props(manager, gate, options), LockRecoveryActor.Name);
@@ -106,7 +122,10 @@ public sealed class LockManager : ILockManager
     {
         var sharding = ConfigurationFactory.ParseString("retry-interval = 200ms\ncoordinator-failure-backoff = 1s\nupdating-state-timeout = 1s")
             .WithFallback(system.Settings.Config.GetConfig("akka.cluster.sharding"));
-        return ClusterShardingSettings.Create(sharding, system.Settings.Config.GetConfig(sharding.GetString("coordinator-singleton")));
+        // No idle passivation by sharding: a resource passivates itself once it has no lock (PassivateAfter), and the
+        // holders of lock#S channels must not passivate at all (an in-memory holder would forget what it ran).
+        return ClusterShardingSettings.Create(sharding, system.Settings.Config.GetConfig(sharding.GetString("coordinator-singleton")))
+            .WithPassivateIdleAfter(TimeSpan.Zero);
     }
 
     public async Task<ILockspace> OpenLockspaceAsync(string name, int lvbLength = 0, CancellationToken cancellationToken = default)

@@ -24,6 +24,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
     private readonly string _nodeId;
     private readonly LockingOptions _options;
     private readonly RecoveryGate _gate;
+    private readonly ILockReplyPath _replies;
     private readonly Dictionary<long, IActorRef> _clients = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly List<(object Message, IActorRef Sender)> _heldDuringPassivation = [];
@@ -34,8 +35,9 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
     // whatever reaches it first. Its old LVB is gone, so it must not pass zeros off as valid.
     private readonly bool _bornDuringRecovery;
 
-    public LockResourceActor(string entityId, string nodeId, LockingOptions options, RecoveryGate gate)
+    public LockResourceActor(string entityId, string nodeId, LockingOptions options, RecoveryGate gate, ILockReplyPath replies)
     {
+        _replies = replies;
         _entityId = entityId;
         _nodeId = nodeId;
         _options = options;
@@ -48,8 +50,8 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
 
     public IStash Stash { get; set; } = null!;
 
-    public static Props Props(string entityId, string nodeId, LockingOptions options, RecoveryGate gate) =>
-        Akka.Actor.Props.Create(() => new LockResourceActor(entityId, nodeId, options, gate));
+    public static Props Props(string entityId, string nodeId, LockingOptions options, RecoveryGate gate, ILockReplyPath replies) =>
+        Akka.Actor.Props.Create(() => new LockResourceActor(entityId, nodeId, options, gate, replies));
 
     protected override void PreStart() => Context.System.EventStream.Subscribe(Self, typeof(RecoveryGateOpened));
 
@@ -74,7 +76,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
         if (flags.HasFlag(LockFlags.NoQueue))
         {
             var mode = _state?.Find(lockId)?.Granted ?? LockMode.NL;
-            Sender.Tell(new LockCompleted(_entityId, lockId, op, LockStatus.Recovering, mode, null, _state?.LvbSeq ?? 0, LockResultFlags.None));
+            _replies.Send(Sender, new LockCompleted(_entityId, lockId, op, LockStatus.Recovering, mode, null, _state?.LvbSeq ?? 0, LockResultFlags.None), Self);
             AfterCommand();
             return true;
         }
@@ -115,7 +117,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             var state = State(m.LvbLength);
             if (state is null || m.LvbLength != state.LvbLength)
             {
-                Sender.Tell(new LockCompleted(_entityId, m.LockId, LockOperation.Request, LockStatus.Invalid, LockMode.NL, null, 0, LockResultFlags.None));
+                _replies.Send(Sender, new LockCompleted(_entityId, m.LockId, LockOperation.Request, LockStatus.Invalid, LockMode.NL, null, 0, LockResultFlags.None), Self);
                 AfterCommand();
                 return;
             }
@@ -295,7 +297,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             // Not a valid resource (bad entity id): answer, never crash the shard.
             if (op != LockOperation.Unlock || lockId != 0)
             {
-                Sender.Tell(new LockCompleted(_entityId, lockId, op, LockStatus.Invalid, LockMode.NL, null, 0, LockResultFlags.None));
+                _replies.Send(Sender, new LockCompleted(_entityId, lockId, op, LockStatus.Invalid, LockMode.NL, null, 0, LockResultFlags.None), Self);
             }
 
             AfterCommand();
@@ -313,10 +315,10 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             {
                 case CompleteEffect c:
                     var target = _clients.GetValueOrDefault(c.LockId) ?? Sender;
-                    target.Tell(new LockCompleted(_entityId, c.LockId, c.Operation, c.Status, c.GrantedMode, c.Lvb, c.LvbSeq, c.Flags));
+                    _replies.Send(target, new LockCompleted(_entityId, c.LockId, c.Operation, c.Status, c.GrantedMode, c.Lvb, c.LvbSeq, c.Flags), Self);
                     break;
                 case BastEffect b when _clients.TryGetValue(b.LockId, out var holder):
-                    holder.Tell(new BlockingAst(_entityId, b.LockId, b.BlockedMode));
+                    _replies.Send(holder, new BlockingAst(_entityId, b.LockId, b.BlockedMode), Self);
                     break;
                 case ScheduleTimeoutEffect t:
                     var delay = TimeSpan.FromTicks(Math.Max(0, t.DeadlineTicks - Now));
