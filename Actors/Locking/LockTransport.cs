@@ -240,6 +240,12 @@ internal static class LockMessagingHandlers
 
         messaging.Handlers.RegisterPrefix(LockChannels.CommandPrefix, (context, payload) =>
         {
+            if (payload is DumpLockResource dump)
+            {
+                // Through the channel, so a dump asked on a node is ordered behind that node's earlier commands.
+                return AskDumpAsync(dump);
+            }
+
             if (payload is not ILockResourceCommand command)
             {
                 throw new InvalidOperationException($"a lock channel carried {payload.GetType().Name}, not a lock command");
@@ -254,6 +260,9 @@ internal static class LockMessagingHandlers
 
             return ApplyRepeatedAsync(command, client);
         });
+
+        async Task<Contracts.IProtocolMessage> AskDumpAsync(DumpLockResource dump) =>
+            await region.Ask<LockResourceDump>(dump, options.AskTimeout).ConfigureAwait(false);
 
         async Task<Contracts.IProtocolMessage> ApplyRepeatedAsync(ILockResourceCommand command, IActorRef client)
         {
