@@ -19,7 +19,7 @@ namespace Lockstep.Actors.Tests.Locking;
 /// dropped, duplicated and delayed (2 % each, <see cref="FaultInjectingTransport"/>) and one pair of nodes at a time
 /// loses every message between them for 400 ms (throttler blackhole) every second. Lock commands, completions and basts
 /// all ride on the layer, so nothing a caller waits for can be lost: every increment must land (expected == found) and
-/// every request must return. Size: LOCKSTEP_DLM_FAULT_ITERATIONS per client (default 60), 2 clients per node.
+/// every request must return. Size: LOCKSTEP_DLM_FAULT_ITERATIONS per client (default 150), 2 clients per node.
 /// </summary>
 public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLifetime
 {
@@ -34,7 +34,11 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
     [Fact]
     public async Task Counter_torture_counts_every_increment_and_no_request_hangs_while_lock_traffic_is_dropped_duplicated_delayed_and_links_black_out()
     {
-        var iterations = int.TryParse(Environment.GetEnvironmentVariable("LOCKSTEP_DLM_FAULT_ITERATIONS"), out var n) ? n : 60;
+        var iterations = int.TryParse(Environment.GetEnvironmentVariable("LOCKSTEP_DLM_FAULT_ITERATIONS"), out var n) ? n : 150;
+
+        // LOCKSTEP_DLM_FAULT_TRANSPORT=direct runs the same faults on plain Akka.Remote, to see the test fail without the
+        // layer (a completion lost in a blackout leaves its caller waiting until the deadline).
+        var transport = Environment.GetEnvironmentVariable("LOCKSTEP_DLM_FAULT_TRANSPORT") == "direct" ? LockTransport.Direct : LockTransport.Reliable;
         const int clientsPerNode = 2;
         var chaos = new FaultInjectingTransport(seed: 13);
         var messagingOptions = new MessagingOptions
@@ -55,7 +59,7 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
             LockstepMessaging.Start(_nodes[i], messagingOptions);
             _managers.Add(LockManager.Start(_nodes[i], new LockingOptions
             {
-                NodeId = $"f{i + 1}", PersistSlots = false, AskTimeout = TimeSpan.FromSeconds(30), Transport = LockTransport.Reliable,
+                NodeId = $"f{i + 1}", PersistSlots = false, AskTimeout = TimeSpan.FromSeconds(30), Transport = transport,
             }));
         }
 
@@ -111,6 +115,7 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
         var found = BinaryPrimitives.ReadInt64LittleEndian(keeper.Lvb.Span);
         var expected = 3L * clientsPerNode * iterations;
         var layers = _nodes.Select(LockstepMessaging.Get).Select(l => l.Stats.Snapshot()).ToList();
+        output.WriteLine($"transport {transport}");
         output.WriteLine($"{expected} increments by {3 * clientsPerNode} clients in {elapsed.TotalSeconds:F1} s: completed {completed}, found {found}");
         output.WriteLine($"faults: {chaos.Dropped} envelopes dropped, {chaos.Duplicated} duplicated, {chaos.Delayed} delayed, {_blackouts} link blackouts of 400 ms");
         output.WriteLine($"layer: {layers.Sum(s => s.Completed)} calls completed, {layers.Sum(s => s.Resends)} re-sends, {layers.Sum(s => s.OutboxPending)} pending");
