@@ -33,6 +33,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     private const string ReassertTimer = "reassert";
 
     private readonly IActorRef _region;
+    private readonly ILockCommandPath _commands;
     private readonly LockingOptions _options;
     private readonly RecoveryGate _gate;
     private readonly Dictionary<long, LockHandle> _handles = [];
@@ -55,14 +56,16 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     private int _reassertCount;
     private int _reassertFailed;
 
-    public LockClientActor(IActorRef region, LockingOptions options, RecoveryGate gate)
+    public LockClientActor(IActorRef region, LockingOptions options, RecoveryGate gate, ILockCommandPath commands)
     {
         _region = region;
+        _commands = commands;
         _options = options;
         _gate = gate;
 
         Receive<ClientSend>(Send);
         Receive<LockCompleted>(Completed);
+        Receive<LockCommandLost>(Lost);
         Receive<BlockingAst>(b =>
         {
             if (_handles.TryGetValue(b.LockId, out var handle))
@@ -106,7 +109,8 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(IActorRef region, LockingOptions options, RecoveryGate gate) => Akka.Actor.Props.Create(() => new LockClientActor(region, options, gate));
+    public static Props Props(IActorRef region, LockingOptions options, RecoveryGate gate, ILockCommandPath commands) =>
+        Akka.Actor.Props.Create(() => new LockClientActor(region, options, gate, commands));
 
     /// <summary>
     /// recover_slot on this node: every lock we hold is re-asserted (a resource that survived confirms
@@ -290,14 +294,43 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             // nothing the resource knows could refuse it: the caller need not wait a round trip (fs/dlm's
             // dlm_unlock returns before the unlock AST too). The resource answers only a refusal, which
             // Completed logs: the handle is released and forgotten here, so recovery does not re-assert it.
-            _region.Tell(((UnlockLock)send.Command) with { AnsweredByClient = true }, Self);
+            _commands.Send(((UnlockLock)send.Command) with { AnsweredByClient = true }, Self);
             handle.Apply(new LockCompleted(handle.EntityId, handle.LockId, LockOperation.Unlock, LockStatus.Unlocked, LockMode.NL, null, handle.LvbSeq, LockResultFlags.None));
             _handles.Remove(handle.LockId);
             return;
         }
 
         _handles[handle.LockId] = handle;
-        _region.Tell(send.Command, Self);
+        _commands.Send(send.Command, Self);
+    }
+
+    /// <summary>
+    /// The reliable layer gave up on a command (this node was removed, the handler threw): it may or may not have run,
+    /// and no answer will come, so its caller gets <see cref="LockStatus.Fenced"/> instead of waiting forever.
+    /// </summary>
+    private void Lost(LockCommandLost lost)
+    {
+        var lockId = lost.Command switch
+        {
+            LockRequest r => r.LockId,
+            ConvertLock c => c.LockId,
+            UnlockLock u => u.LockId,
+            CancelLock c => c.LockId,
+            _ => 0,
+        };
+        _log.Error("Lock command {0} of lock {1} on {2} was not delivered: {3}", lost.Command.GetType().Name, lockId, lost.Command.EntityId, lost.Reason);
+        if (!_handles.TryGetValue(lockId, out var handle))
+        {
+            return;
+        }
+
+        var slot = lost.Command switch
+        {
+            LockRequest or ConvertLock => LockHandle.Slot.Operation,
+            UnlockLock => LockHandle.Slot.Unlock,
+            _ => LockHandle.Slot.Cancel,
+        };
+        handle.Complete(slot, Refusal(lost.Command, handle, LockStatus.Fenced));
     }
 
     private static LockCompleted Refusal(ILockResourceCommand command, LockHandle handle, LockStatus status)
@@ -324,6 +357,14 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             }
 
             _log.Debug("Completion for unknown lock {0} on {1}: {2} {3}", done.LockId, done.EntityId, done.Operation, done.Status);
+            if (done.Status == LockStatus.Granted && done.Operation == LockOperation.Request)
+            {
+                // A request repeated after its holder's node crashed (RepeatedLockCommands) was granted again although
+                // its handle had ended: release it, or it would block the resource for good.
+                _log.Warning("Releasing lock {0} on {1}: granted again after its handle ended", done.LockId, done.EntityId);
+                _commands.Send(new UnlockLock(done.EntityId, done.LockId, LockFlags.ForceUnlock, null, AnsweredByClient: true), Self);
+            }
+
             return;
         }
 

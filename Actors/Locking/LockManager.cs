@@ -5,6 +5,7 @@ using Akka.Cluster.Tools.Singleton;
 using Akka.Configuration;
 using Akka.DistributedData;
 using Akka.Pattern;
+using Lockstep.Actors.Messaging;
 using Lockstep.Contracts.Locking;
 
 namespace Lockstep.Actors.Locking;
@@ -32,8 +33,13 @@ public sealed class LockManager : ILockManager
     private readonly Dictionary<Lockspace, byte> _open = [];
     private long _nextLockId;
 
-    private LockManager(ActorSystem system, LockingOptions options, IActorRef region, IActorRef registry, IActorRef client, RecoveryGate gate)
+    private readonly LockstepMessaging? _messaging;
+    private readonly LockMessageExtractor _extractor;
+
+    private LockManager(ActorSystem system, LockingOptions options, IActorRef region, IActorRef registry, IActorRef client, RecoveryGate gate, LockstepMessaging? messaging, LockMessageExtractor extractor)
     {
+        _messaging = messaging;
+        _extractor = extractor;
         _system = system;
         _options = options;
         Region = region;
@@ -71,11 +77,19 @@ public sealed class LockManager : ILockManager
         // Every node must run the replicator, or the registry's majority writes cannot succeed.
         _ = DistributedData.Get(system);
         var gate = new RecoveryGate(system.EventStream);
+        var extractor = new LockMessageExtractor(options.ShardCount);
+
+        // Reliable transport: the layer (started here with defaults unless the node started it first) hosts the holders
+        // of the lock#S channels in this region, next to the resources they deliver to.
+        var messaging = options.Transport == LockTransport.Reliable ? LockstepMessaging.Start(system, new MessagingOptions()) : null;
+        ILockReplyPath replies = messaging is null ? DirectLockReplyPath.Instance : new ReliableLockReplyPath(system, messaging.Sender);
         var region = ClusterSharding.Get(system).Start(
             RegionName,
-            entityId => LockResourceActor.Props(entityId, options.NodeId, options, gate),
+            entityId => messaging is not null && LockChannels.TryHolderShard(entityId, out _)
+                ? messaging.HolderProps(entityId, typeof(StopLockResource))
+                : LockResourceActor.Props(entityId, options.NodeId, options, gate, replies),
             RegionSettings(system),
-            new LockMessageExtractor(options.ShardCount),
+            extractor,
             new RequesterShardAllocationStrategy(),
             StopLockResource.Instance);
         system.ActorOf(
@@ -87,8 +101,15 @@ public sealed class LockManager : ILockManager
                 ClusterSingletonManagerSettings.Create(system)),
             RegistryName);
         var registry = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RegistryName}", ClusterSingletonProxySettings.Create(system)), RegistryName + "-proxy");
-        var client = system.ActorOf(LockClientActor.Props(region, options, gate), ClientName);
-        var manager = new LockManager(system, options, region, registry, client, gate);
+        ILockCommandPath commands = messaging is null ? new DirectLockCommandPath(region) : new ReliableLockCommandPath(messaging.Sender, extractor);
+        var client = system.ActorOf(LockClientActor.Props(region, options, gate, commands), ClientName);
+        if (messaging is not null)
+        {
+            messaging.Routes.RegisterColocated(LockChannels.CommandPrefix, region);
+            LockMessagingHandlers.Register(system, messaging, region, client, options);
+        }
+
+        var manager = new LockManager(system, options, region, registry, client, gate, messaging, extractor);
         system.ActorOf(Props.Create(() => new LockTortureActor(manager)), TortureName);
         manager.Recovery = system.ActorOf(LockRecoveryActor.Props(manager, gate, options), LockRecoveryActor.Name);
         return manager;
@@ -106,7 +127,10 @@ public sealed class LockManager : ILockManager
     {
         var sharding = ConfigurationFactory.ParseString("retry-interval = 200ms\ncoordinator-failure-backoff = 1s\nupdating-state-timeout = 1s")
             .WithFallback(system.Settings.Config.GetConfig("akka.cluster.sharding"));
-        return ClusterShardingSettings.Create(sharding, system.Settings.Config.GetConfig(sharding.GetString("coordinator-singleton")));
+        // No idle passivation by sharding: a resource passivates itself once it has no lock (PassivateAfter), and the
+        // holders of lock#S channels must not passivate at all (an in-memory holder would forget what it ran).
+        return ClusterShardingSettings.Create(sharding, system.Settings.Config.GetConfig(sharding.GetString("coordinator-singleton")))
+            .WithPassivateIdleAfter(TimeSpan.Zero);
     }
 
     public async Task<ILockspace> OpenLockspaceAsync(string name, int lvbLength = 0, CancellationToken cancellationToken = default)
@@ -157,9 +181,19 @@ public sealed class LockManager : ILockManager
         return new LockspaceDump(resources, missing);
     }
 
-    /// <summary>Asks the resource entity for its dump (wherever it lives).</summary>
-    public Task<LockResourceDump> DumpResourceAsync(string lockspace, string resource, CancellationToken cancellationToken = default) =>
-        Region.Ask<LockResourceDump>(new DumpLockResource(LockNames.EntityId(lockspace, resource)), _options.AskTimeout, cancellationToken);
+    /// <summary>
+    /// Asks the resource entity for its dump (wherever it lives). With the reliable transport the request travels the
+    /// node's <c>lock#S</c> channel, behind every command this node sent to the resource before (an unlock answered
+    /// early included), as the direct transport's region does.
+    /// </summary>
+    public Task<LockResourceDump> DumpResourceAsync(string lockspace, string resource, CancellationToken cancellationToken = default)
+    {
+        var dump = new DumpLockResource(LockNames.EntityId(lockspace, resource));
+        return _messaging is null
+            ? Region.Ask<LockResourceDump>(dump, _options.AskTimeout, cancellationToken)
+            : _messaging.Sender.SendAsync<LockResourceDump>(LockChannels.CommandEntityType(_extractor.ShardId(dump.EntityId, dump)), dump.EntityId, dump, cancellationToken)
+                .WaitAsync(_options.AskTimeout, cancellationToken);
+    }
 
     /// <summary>Runs the counter torture with clients on every member; see <see cref="LockTorture"/>.</summary>
     public Task<LockTortureResult> RunTortureAsync(int clients, int iterations, TimeSpan timeout) =>

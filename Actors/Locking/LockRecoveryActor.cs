@@ -259,7 +259,8 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         try
         {
             var regionState = await region.Ask<CurrentShardRegionState>(GetShardRegionState.Instance, timeout);
-            var ids = regionState.Shards.SelectMany(s => s.EntityIds).ToList();
+            // The region also hosts the holders of the reliable transport's lock#S channels: not resources.
+            var ids = regionState.Shards.SelectMany(s => s.EntityIds).Where(id => !LockChannels.TryHolderShard(id, out _)).ToList();
             resources = ids.Count;
             foreach (var id in ids)
             {

@@ -24,6 +24,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
     private readonly string _nodeId;
     private readonly LockingOptions _options;
     private readonly RecoveryGate _gate;
+    private readonly ILockReplyPath _replies;
     private readonly Dictionary<long, IActorRef> _clients = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly List<(object Message, IActorRef Sender)> _heldDuringPassivation = [];
@@ -39,8 +40,9 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
     // orphan was adopted in the meantime.
     private bool _rebuilding;
 
-    public LockResourceActor(string entityId, string nodeId, LockingOptions options, RecoveryGate gate)
+    public LockResourceActor(string entityId, string nodeId, LockingOptions options, RecoveryGate gate, ILockReplyPath replies)
     {
+        _replies = replies;
         _entityId = entityId;
         _nodeId = nodeId;
         _options = options;
@@ -54,8 +56,8 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
 
     public IStash Stash { get; set; } = null!;
 
-    public static Props Props(string entityId, string nodeId, LockingOptions options, RecoveryGate gate) =>
-        Akka.Actor.Props.Create(() => new LockResourceActor(entityId, nodeId, options, gate));
+    public static Props Props(string entityId, string nodeId, LockingOptions options, RecoveryGate gate, ILockReplyPath replies) =>
+        Akka.Actor.Props.Create(() => new LockResourceActor(entityId, nodeId, options, gate, replies));
 
     protected override void PreStart() => Context.System.EventStream.Subscribe(Self, typeof(RecoveryGateOpened));
 
@@ -80,7 +82,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
         if (flags.HasFlag(LockFlags.NoQueue))
         {
             var mode = _state?.Find(lockId)?.Granted ?? LockMode.NL;
-            Sender.Tell(new LockCompleted(_entityId, lockId, op, LockStatus.Recovering, mode, null, _state?.LvbSeq ?? 0, LockResultFlags.None));
+            _replies.Send(Sender, new LockCompleted(_entityId, lockId, op, LockStatus.Recovering, mode, null, _state?.LvbSeq ?? 0, LockResultFlags.None), Self);
             AfterCommand();
             return true;
         }
@@ -122,7 +124,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             var state = State(m.LvbLength);
             if (state is null || m.LvbLength != state.LvbLength)
             {
-                Sender.Tell(new LockCompleted(_entityId, m.LockId, LockOperation.Request, LockStatus.Invalid, LockMode.NL, null, 0, LockResultFlags.None));
+                _replies.Send(Sender, new LockCompleted(_entityId, m.LockId, LockOperation.Request, LockStatus.Invalid, LockMode.NL, null, 0, LockResultFlags.None), Self);
                 AfterCommand();
                 return;
             }
@@ -310,7 +312,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             // Not a valid resource (bad entity id): answer, never crash the shard.
             if (op != LockOperation.Unlock || lockId != 0)
             {
-                Sender.Tell(new LockCompleted(_entityId, lockId, op, LockStatus.Invalid, LockMode.NL, null, 0, LockResultFlags.None));
+                _replies.Send(Sender, new LockCompleted(_entityId, lockId, op, LockStatus.Invalid, LockMode.NL, null, 0, LockResultFlags.None), Self);
             }
 
             AfterCommand();
@@ -328,10 +330,10 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             {
                 case CompleteEffect c:
                     var target = _clients.GetValueOrDefault(c.LockId) ?? Sender;
-                    target.Tell(new LockCompleted(_entityId, c.LockId, c.Operation, c.Status, c.GrantedMode, c.Lvb, c.LvbSeq, c.Flags));
+                    _replies.Send(target, new LockCompleted(_entityId, c.LockId, c.Operation, c.Status, c.GrantedMode, c.Lvb, c.LvbSeq, c.Flags), Self);
                     break;
                 case BastEffect b when _clients.TryGetValue(b.LockId, out var holder):
-                    holder.Tell(new BlockingAst(_entityId, b.LockId, b.BlockedMode));
+                    _replies.Send(holder, new BlockingAst(_entityId, b.LockId, b.BlockedMode), Self);
                     break;
                 case OrphanGoneEffect o when _clients.TryGetValue(o.LockId, out var orphaner):
                     // The lock client of the orphaning node keeps the orphan for re-assertion until told.

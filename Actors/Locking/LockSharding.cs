@@ -5,7 +5,11 @@ using Lockstep.Contracts;
 
 namespace Lockstep.Actors.Locking;
 
-/// <summary>Routes lock messages to <c>{lockspace}/{resource}</c> entities, hashed over <see cref="LockingOptions.ShardCount"/> shards.</summary>
+/// <summary>
+/// Routes lock messages to <c>{lockspace}/{resource}</c> entities, hashed over <see cref="LockingOptions.ShardCount"/>
+/// shards, and the reliable layer's envelopes of a <c>lock#S</c> channel to its holder entity in shard S (the shard of
+/// the resources it carries commands for, <see cref="LockChannels"/>).
+/// </summary>
 public sealed class LockMessageExtractor(int shardCount) : HashCodeMessageExtractor(shardCount)
 {
     public override string? EntityId(object message) => message switch
@@ -13,6 +17,9 @@ public sealed class LockMessageExtractor(int shardCount) : HashCodeMessageExtrac
         IWithEntityId withId => withId.EntityId,
         _ => null,
     };
+
+    public override string ShardId(string entityId, object? messageHint = null) =>
+        LockChannels.TryHolderShard(entityId, out var shard) ? shard : base.ShardId(entityId, messageHint);
 }
 
 /// <summary>

@@ -38,6 +38,13 @@ public sealed class LockingOptions
     /// </summary>
     public TimeSpan FenceTimeout { get; set; } = TimeSpan.FromMilliseconds(500);
 
+    /// <summary>
+    /// How lock commands, completions and basts travel between nodes: <see cref="LockTransport.Reliable"/> (default) on
+    /// the reliable messaging layer, or <see cref="LockTransport.Direct"/> as plain Akka.Remote messages (at most once;
+    /// kept to compare). The same on every node. Recovery's own messages are direct either way (retried, idempotent).
+    /// </summary>
+    public LockTransport Transport { get; set; } = LockTransport.Reliable;
+
     /// <summary>How long joining a lockspace or listing resources may take before it fails.</summary>
     public TimeSpan AskTimeout { get; set; } = TimeSpan.FromSeconds(10);
 }

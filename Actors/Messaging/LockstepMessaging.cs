@@ -35,9 +35,27 @@ public sealed class LockstepMessaging : IExtension
         PersistedRegion = sharding.Start(PersistedRegionName,
             channel => Props.Create(() => new PersistentMessageHolderActor(new HolderRuntime(system, options, Handlers, channel, Stats, persisted: true))),
             settings, extractor, ShardAllocationStrategy.LeastShardAllocationStrategy(1, 0.1), Contracts.Messaging.HolderHandOffStop.Instance);
-        Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Handlers, Stats)), "lockstep-outbox");
+        _system = system;
+        PinnedHost = system.ActorOf(Props.Create(() => new PinnedHolderHost(channel => HolderProps(channel, null))), PinnedHolderHost.Name);
+        Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Handlers, Stats, Routes)), "lockstep-outbox");
         Sender = new ReliableSender(system, Outbox);
     }
+
+    private readonly ActorSystem _system;
+
+    /// <summary>Where holders of co-located entity types live (registered by the subsystems owning those regions).</summary>
+    public MessagingRoutes Routes { get; } = new();
+
+    /// <summary>This node's host of node-pinned holders (<see cref="PinnedEntityType"/>).</summary>
+    public IActorRef PinnedHost { get; }
+
+    /// <summary>
+    /// Props of an in-memory holder of <paramref name="channelId"/>, for a region of another subsystem that hosts
+    /// co-located holders (<see cref="MessagingRoutes.RegisterColocated"/>); <paramref name="handOffStop"/> is that
+    /// region's hand-off stop message type.
+    /// </summary>
+    internal Props HolderProps(string channelId, Type? handOffStop) =>
+        Props.Create(() => new MessageHolderActor(new HolderRuntime(_system, Options, Handlers, channelId, Stats, false), handOffStop));
 
     /// <summary>The options the layer runs with.</summary>
     public MessagingOptions Options { get; }

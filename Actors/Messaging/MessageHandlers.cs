@@ -22,6 +22,7 @@ public delegate Task<IProtocolMessage> MessageHandler(HandlerContext context, IP
 public sealed class MessageHandlerRegistry
 {
     private readonly ConcurrentDictionary<string, MessageHandler> _handlers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, MessageHandler> _prefixHandlers = new(StringComparer.Ordinal);
 
     /// <summary>Registers the handler of <paramref name="entityType"/> on this node; replaces an earlier one.</summary>
     public void Register(string entityType, MessageHandler handler)
@@ -38,8 +39,36 @@ public sealed class MessageHandlerRegistry
     public void RegisterForward(string entityType, IActorRef target, TimeSpan timeout) =>
         Register(entityType, async (_, payload) => await target.Ask<IProtocolMessage>(payload, timeout).ConfigureAwait(false));
 
+    /// <summary>
+    /// Registers the handler of every entity type starting with <paramref name="entityTypePrefix"/> (a family such as the
+    /// DLM's <c>lock#0</c> … <c>lock#511</c>, one per shard). An exact registration wins over a prefix. Prefix entity types
+    /// are not in <see cref="EntityTypes"/>: the node-removal purge does not reach their holders (see docs/messaging.md).
+    /// </summary>
+    public void RegisterPrefix(string entityTypePrefix, MessageHandler handler)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(entityTypePrefix);
+        _prefixHandlers[entityTypePrefix] = handler ?? throw new ArgumentNullException(nameof(handler));
+    }
+
     /// <summary>The handler of <paramref name="entityType"/>, if this node has one.</summary>
-    public bool TryGet(string entityType, out MessageHandler handler) => _handlers.TryGetValue(entityType, out handler!);
+    public bool TryGet(string entityType, out MessageHandler handler)
+    {
+        if (_handlers.TryGetValue(entityType, out handler!))
+        {
+            return true;
+        }
+
+        foreach (var (prefix, byPrefix) in _prefixHandlers)
+        {
+            if (entityType.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                handler = byPrefix;
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>Entity types with a handler on this node.</summary>
     public IReadOnlyCollection<string> EntityTypes => _handlers.Keys.ToArray();

@@ -15,7 +15,13 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
     private HolderHandOver? _handOver;
     private IActorRef _handOverTo = ActorRefs.Nobody;
 
-    public MessageHolderActor(HolderRuntime runtime)
+    /// <param name="runtime">Handlers, envelopes and stats of the channel.</param>
+    /// <param name="handOffStop">
+    /// The message the hosting shard region stops its entities with (hand-off, passivation): <see cref="HolderHandOffStop"/>
+    /// in the layer's regions, the host region's own one for holders co-located in another subsystem's region. Either way
+    /// the holder hands over to the sender before it stops.
+    /// </param>
+    public MessageHolderActor(HolderRuntime runtime, Type? handOffStop = null)
     {
         _runtime = runtime;
         _state = new MessageHolderState<IActorRef>(runtime.Options.HolderCap, Guid.NewGuid());
@@ -36,6 +42,11 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
         Receive<FlushReplies>(_ => _runtime.Flush(Self));
         Receive<HandlerDone>(d => Apply(_state.Completed(d.Seq, d.Status)));
         Receive<HolderHandOffStop>(_ => Apply(_state.BeginHandOver(handOverToSender: true)));
+        if (handOffStop is not null && handOffStop != typeof(HolderHandOffStop))
+        {
+            Receive(handOffStop, _ => Apply(_state.BeginHandOver(handOverToSender: true)));
+        }
+
         Receive<HolderHandOverAck>(ack =>
         {
             if (ack.HolderIncarnation == _state.Incarnation && _handOver is not null)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Akka.Actor;
 using Akka.Cluster;
+using Akka.Event;
 using Akka.Remote;
 using Lockstep.Contracts.Messaging;
 
@@ -34,8 +35,13 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     // costs one resend interval, never a lost call (the protocol already absorbs any lost envelope).
     private readonly Dictionary<string, (Guid Incarnation, IActorRef Holder)> _knownHolders = new(StringComparer.Ordinal);
 
-    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers, MessagingNodeStats stats)
+    private readonly MessagingRoutes _routes;
+    private readonly Dictionary<string, IActorRef> _pinnedHosts = new(StringComparer.Ordinal);
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+
+    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers, MessagingNodeStats stats, MessagingRoutes routes)
     {
+        _routes = routes;
         _stats = stats;
         _options = options;
         _memoryRegion = memoryRegion;
@@ -85,6 +91,7 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
         {
             _knownHolders.Clear();
             PurgeChannelsOf(removed.Member.UniqueAddress);
+            AbandonPinnedTo(removed.Member.UniqueAddress);
             Apply(_state.ResendAll(Now));
         });
         Receive<ClusterEvent.IMemberEvent>(_ => { });
@@ -171,8 +178,48 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
         }
     }
 
-    private IActorRef RegionFor(string entityType) =>
-        _options.PersistedEntityTypes.Contains(entityType) ? _persistedRegion : _memoryRegion;
+    /// <summary>
+    /// Calls on channels pinned to a removed node incarnation can never complete (their holders died with it, and a
+    /// restarted node at the same address is another incarnation): fail them now rather than re-send forever.
+    /// </summary>
+    private void AbandonPinnedTo(UniqueAddress removed)
+    {
+        var effects = _state.Abandon(type => PinnedEntityType.IsPinnedTo(type, removed.Uid),
+            $"the receiving node {removed.Address} (uid {removed.Uid}) was removed from the cluster; the request may or may not have run");
+        if (effects.Count > 0)
+        {
+            _log.Warning("Failing {0} calls to removed node {1}", effects.Count, removed.Address);
+        }
+
+        Apply(effects);
+    }
+
+    private IActorRef RegionFor(string entityType)
+    {
+        if (_options.PersistedEntityTypes.Contains(entityType))
+        {
+            return _persistedRegion;
+        }
+
+        if (_routes.TryGetColocated(entityType, out var region))
+        {
+            return region;
+        }
+
+        if (PinnedEntityType.TryParse(entityType, out _, out _, out var address))
+        {
+            if (!_pinnedHosts.TryGetValue(address, out var host))
+            {
+                var path = new RootActorPath(Address.Parse(address)) / "user" / PinnedHolderHost.Name;
+                host = ((ExtendedActorSystem)Context.System).Provider.ResolveActorRef(path);
+                _pinnedHosts[address] = host;
+            }
+
+            return host;
+        }
+
+        return _memoryRegion;
+    }
 
     private IActorRef RegionForChannel(string channelId) =>
         RegionFor(MessagingChannel.TryParse(channelId, out var type, out _, out _) ? type : string.Empty);

@@ -45,6 +45,9 @@ public sealed class OutboxState<TCaller>
     private readonly string _senderAddress;
     private readonly long _senderUid;
 
+    // Receivers gone for good (Abandon): one entry per removed node incarnation with pinned channels.
+    private readonly List<(Func<string, bool> EntityTypes, string Reason)> _abandoned = [];
+
     public OutboxState(string senderAddress, long senderUid, OutboxLimits limits)
     {
         _senderAddress = senderAddress;
@@ -85,6 +88,14 @@ public sealed class OutboxState<TCaller>
         if (ClosedReason is not null)
         {
             return [new OutboxFail<TCaller>(caller, ClosedReason)];
+        }
+
+        foreach (var (abandoned, reason) in _abandoned)
+        {
+            if (abandoned(entityType))
+            {
+                return [new OutboxFail<TCaller>(caller, reason)];
+            }
         }
 
         var channel = GetChannel(ChannelFor(entityType));
@@ -303,6 +314,33 @@ public sealed class OutboxState<TCaller>
 
             channel.InFlight.Clear();
             channel.Queue.Clear();
+        }
+
+        return effects;
+    }
+
+    /// <summary>
+    /// The receivers of every channel whose entity type matches <paramref name="entityTypes"/> are gone for good (a
+    /// node-pinned channel whose node was removed): its calls fail with <paramref name="reason"/> and the channel is
+    /// forgotten; a later send to such an entity type fails at once with the same reason.
+    /// </summary>
+    public IReadOnlyList<OutboxEffect<TCaller>> Abandon(Func<string, bool> entityTypes, string reason)
+    {
+        _abandoned.Add((entityTypes, reason));
+        var effects = new List<OutboxEffect<TCaller>>();
+        foreach (var channel in _channels.Values.ToList())
+        {
+            if (!MessagingChannel.TryParse(channel.Id, out var entityType, out _, out _) || !entityTypes(entityType))
+            {
+                continue;
+            }
+
+            foreach (var gone in channel.InFlight.Values.Concat(channel.Queue))
+            {
+                effects.Add(new OutboxFail<TCaller>(gone.Caller, reason));
+            }
+
+            _channels.Remove(channel.Id);
         }
 
         return effects;

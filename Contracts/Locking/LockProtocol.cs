@@ -158,3 +158,18 @@ public sealed record RunLockTorture(string Lockspace, string Resource, int Clien
 /// <param name="Increments">Increments that completed (lock, read, write back, unlock).</param>
 /// <param name="Error">The first failure, or empty.</param>
 public sealed record LockTortureDone(string NodeId, long Increments, string Error) : ILockProtocol;
+
+/// <summary>
+/// The status of a DLM message carried by the reliable messaging layer (<c>Lockstep:Locking:Transport=reliable</c>):
+/// the receiving node handed it to its local target (<paramref name="Applied"/>), or skipped a possibly repeated copy
+/// that was already applied (see <c>RepeatedLockCommands</c>). The answer itself (completion, bast) travels separately.
+/// </summary>
+/// <param name="Applied">False only for a possibly repeated command that the receiver found already applied.</param>
+public sealed record LockTrafficAccepted(bool Applied) : ILockProtocol
+{
+    /// <summary>Handed to the target.</summary>
+    public static readonly LockTrafficAccepted Delivered = new(true);
+
+    /// <summary>A repeat that was already applied: not handed on.</summary>
+    public static readonly LockTrafficAccepted Skipped = new(false);
+}

@@ -23,7 +23,11 @@ public static class LockProbe
     private const string EchoRegion = "probe-echo";
 
     /// <summary>Runs every row for <paramref name="seconds"/> each (after <paramref name="warmup"/>) with <paramref name="clients"/> closed-loop callers.</summary>
-    public static async Task<IReadOnlyList<LatencySummary>> RunAsync(int clients, TimeSpan seconds, TimeSpan warmup, string hocon, TextWriter log, CancellationToken cancellationToken)
+    public static async Task<IReadOnlyList<LatencySummary>> RunAsync(int clients, TimeSpan seconds, TimeSpan warmup, string hocon, TextWriter log, CancellationToken cancellationToken) =>
+        await RunAsync(clients, seconds, warmup, hocon, LockTransport.Reliable, log, cancellationToken).ConfigureAwait(false);
+
+    /// <summary>The same with the DLM's traffic on <paramref name="transport"/>; the lock rows name the transport.</summary>
+    public static async Task<IReadOnlyList<LatencySummary>> RunAsync(int clients, TimeSpan seconds, TimeSpan warmup, string hocon, LockTransport transport, TextWriter log, CancellationToken cancellationToken)
     {
         var nodes = new List<ActorSystem>();
         var managers = new List<LockManager>();
@@ -39,7 +43,7 @@ public static class LockProbe
             await MessagingBench.JoinAsync(nodes, cancellationToken).ConfigureAwait(false);
             for (var i = 0; i < 3; i++)
             {
-                managers.Add(LockManager.Start(nodes[i], new LockingOptions { NodeId = $"probe-{i + 1}", PersistSlots = false, AskTimeout = TimeSpan.FromSeconds(30) }));
+                managers.Add(LockManager.Start(nodes[i], new LockingOptions { NodeId = $"probe-{i + 1}", PersistSlots = false, AskTimeout = TimeSpan.FromSeconds(30), Transport = transport }));
             }
 
             log.WriteLine("3 nodes up on loopback; callers on node 1, 'other node' = node 2");
@@ -73,8 +77,8 @@ public static class LockProbe
             {
                 ("plain Ask, sharded echo on the same node", Ask(localEcho)),
                 ("plain Ask, sharded echo on another node", Ask(remoteEcho)),
-                ("ILockspace lock EX + unlock, resource on the same node", Cycle(localResources)),
-                ("ILockspace lock EX + unlock, resource on another node", Cycle(remoteResources)),
+                ($"ILockspace lock EX + unlock, resource on the same node ({transport.ToString().ToLowerInvariant()})", Cycle(localResources)),
+                ($"ILockspace lock EX + unlock, resource on another node ({transport.ToString().ToLowerInvariant()})", Cycle(remoteResources)),
             };
             var results = new List<LatencySummary>();
             foreach (var (name, call) in rows)
@@ -192,15 +196,17 @@ public static class LockProbe
         var seconds = new Option<double>("--seconds") { Description = "Measured seconds per row.", DefaultValueFactory = _ => 5 };
         var warmup = new Option<double>("--warmup") { Description = "Unmeasured seconds before each row.", DefaultValueFactory = _ => 2 };
         var hocon = new Option<string>("--hocon") { Description = "Akka settings that take precedence over the members' own (to try remoting or dispatcher tuning).", DefaultValueFactory = _ => string.Empty };
+        var transport = new Option<string>("--transport") { Description = "DLM transport: reliable, direct, or both (A/B: one fresh cluster per transport, in this run).", DefaultValueFactory = _ => "both" };
         var probe = new Command("probe", "Lock+unlock cost below gRPC: ILockspace cycles and plain Asks, same node and other node, in three in-process members on loopback.")
         {
-            clients, seconds, warmup, hocon,
+            clients, seconds, warmup, hocon, transport,
         };
         probe.SetAction(async (parse, ct) =>
         {
             string? problem = parse.GetValue(clients) is < 1 or > 1024 ? "--clients must be 1..1024"
                 : parse.GetValue(seconds) is <= 0 or > 600 or double.NaN ? "--seconds must be in (0, 600]"
                 : parse.GetValue(warmup) is < 0 or > 600 or double.NaN ? "--warmup must be 0..600 seconds"
+                : parse.GetValue(transport) is not ("reliable" or "direct" or "both") ? $"--transport must be reliable, direct or both, not '{parse.GetValue(transport)}'"
                 : null;
             if (problem is not null)
             {
@@ -208,7 +214,18 @@ public static class LockProbe
                 return 2;
             }
 
-            var runs = await RunAsync(parse.GetValue(clients), TimeSpan.FromSeconds(parse.GetValue(seconds)), TimeSpan.FromSeconds(parse.GetValue(warmup)), parse.GetValue(hocon) ?? string.Empty, Console.Error, ct);
+            var transports = parse.GetValue(transport) switch
+            {
+                "direct" => new[] { LockTransport.Direct },
+                "reliable" => [LockTransport.Reliable],
+                _ => [LockTransport.Direct, LockTransport.Reliable],
+            };
+            var runs = new List<LatencySummary>();
+            foreach (var kind in transports)
+            {
+                runs.AddRange(await RunAsync(parse.GetValue(clients), TimeSpan.FromSeconds(parse.GetValue(seconds)), TimeSpan.FromSeconds(parse.GetValue(warmup)), parse.GetValue(hocon) ?? string.Empty, kind, Console.Error, ct));
+            }
+
             await Console.Out.WriteLineAsync(LatencySummary.Table(runs));
             return runs.All(r => r.Failed == 0 && r.Calls > 0) ? 0 : 1;
         });

@@ -18,8 +18,10 @@ internal static class NodeModules
     {
         akka.WithJoinDeadline();
         akka.WithLockstepVolumes(options);
-        akka.WithLockstepLocking(services);
+        // Messaging first: with Lockstep:Locking:Transport=reliable the DLM puts its traffic on the layer the node
+        // configured (LockManager.Start would otherwise start it with default settings).
         akka.WithLockstepMessaging(options, services);
+        akka.WithLockstepLocking(services);
     }
 
     public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
