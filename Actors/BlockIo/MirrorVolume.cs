@@ -546,10 +546,16 @@ public sealed class MirrorVolume : IBlockDevice
     {
         var tasks = op.LegTasks;
         var active = op.LegActive;
+        var onCaller = -1;
+        for (var i = 0; i < _legs.Length; i++)
+        {
+            active[i] = !_legs[i].Failed;
+            onCaller = active[i] ? i : onCaller;
+        }
+
         for (var i = 0; i < _legs.Length; i++)
         {
             var leg = _legs[i];
-            active[i] = !leg.Failed;
             if (!active[i])
             {
                 continue;
@@ -561,6 +567,9 @@ public sealed class MirrorVolume : IBlockDevice
                 {
                     // FUA per leg: a buffered leg syncs this range only (RWF_DSYNC), not every dirty page it holds.
                     LegOp.Write when forceUnitAccess => leg.Device.WriteDurableAsync(legOffset, data),
+                    // The last leg is started after the others and may run on this thread (a buffered leg copies into
+                    // the page cache at once): the other legs' writes already run meanwhile, and one hop less per request.
+                    LegOp.Write when i == onCaller => leg.Device.WriteOnCallerAsync(legOffset, data),
                     LegOp.Write => leg.Device.WriteAsync(legOffset, data),
                     LegOp.Zero => leg.Device.ZeroAsync(legOffset, length, mayPunchHole),
                     _ => leg.Device.FlushAsync(),
