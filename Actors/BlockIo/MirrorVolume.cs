@@ -546,10 +546,23 @@ public sealed class MirrorVolume : IBlockDevice
     {
         var tasks = op.LegTasks;
         var active = op.LegActive;
+        var onCaller = -1;
+        var activeCount = 0;
+        for (var i = 0; i < _legs.Length; i++)
+        {
+            active[i] = !_legs[i].Failed;
+            onCaller = active[i] ? i : onCaller;
+            activeCount += active[i] ? 1 : 0;
+        }
+
+        // A single leg may write on this thread (a buffered leg copies into the page cache at once): one pool hop and
+        // wake-up less per request. With two legs or more every leg goes to the pool as before: writing one of them
+        // here measured no better, within the noise (docs/benchmarks.md, "Server CPU on the write path").
+        onCaller = activeCount == 1 ? onCaller : -1;
+
         for (var i = 0; i < _legs.Length; i++)
         {
             var leg = _legs[i];
-            active[i] = !leg.Failed;
             if (!active[i])
             {
                 continue;
@@ -561,6 +574,7 @@ public sealed class MirrorVolume : IBlockDevice
                 {
                     // FUA per leg: a buffered leg syncs this range only (RWF_DSYNC), not every dirty page it holds.
                     LegOp.Write when forceUnitAccess => leg.Device.WriteDurableAsync(legOffset, data),
+                    LegOp.Write when i == onCaller => leg.Device.WriteOnCallerAsync(legOffset, data),
                     LegOp.Write => leg.Device.WriteAsync(legOffset, data),
                     LegOp.Zero => leg.Device.ZeroAsync(legOffset, length, mayPunchHole),
                     _ => leg.Device.FlushAsync(),

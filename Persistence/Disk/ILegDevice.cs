@@ -24,6 +24,13 @@ public interface ILegDevice : IDisposable
 
     ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> buffer, CancellationToken cancellation = default);
 
+    /// <summary>
+    /// A write the caller is willing to run on its own thread: a device whose write only copies into memory (a
+    /// buffered leg: the page cache) does it at once and returns a completed task, saving the thread-pool hop and
+    /// wake-up that <see cref="WriteAsync"/> costs; any other device just calls <see cref="WriteAsync"/>.
+    /// </summary>
+    ValueTask WriteOnCallerAsync(long offset, ReadOnlyMemory<byte> buffer) => WriteAsync(offset, buffer);
+
     /// <summary>fdatasync: everything written before is on stable storage afterwards.</summary>
     ValueTask FlushAsync(CancellationToken cancellation = default);
 

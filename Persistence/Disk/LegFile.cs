@@ -243,6 +243,38 @@ public sealed class LegFile : ILegDevice
     }
 
     /// <summary>
+    /// Buffered leg: pwrite on the calling thread. It copies into the page cache (ext4 refuses RWF_NOWAIT for buffered
+    /// writes, so it may also wait in dirty-page throttling, as nbdkit's threads do); a hop to a pool thread per write
+    /// cost more CPU than the copy on this 2-core VM (docs/benchmarks.md). O_DIRECT leg: <see cref="WriteAsync"/>.
+    /// </summary>
+    public ValueTask WriteOnCallerAsync(long offset, ReadOnlyMemory<byte> buffer)
+    {
+        if (DirectIo)
+        {
+            return WriteAsync(offset, buffer);
+        }
+
+        if (offset + buffer.Length > Length)
+        {
+            return ValueTask.FromException(new IOException($"leg {Path}: write at {offset}+{buffer.Length} is past its end {Length}"));
+        }
+
+        try
+        {
+            RandomAccess.Write(_handle, buffer.Span, offset);
+            return ValueTask.CompletedTask;
+        }
+        catch (Exception e) when (e is not IOException)
+        {
+            return ValueTask.FromException(new IOException($"leg {Path}: write of {buffer.Length} bytes at {offset} failed: {e.Message}", e));
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(e);
+        }
+    }
+
+    /// <summary>
     /// Buffered leg: pwritev2 with RWF_DSYNC, durable for this range only. O_DIRECT leg: write, then fdatasync (the
     /// same cost, since O_DIRECT leaves no dirty pages behind).
     /// </summary>

@@ -166,6 +166,60 @@ public sealed class LegFileTests : IDisposable
     }
 
     [Fact]
+    public async Task A_buffered_leg_writes_on_the_calling_thread_and_reports_failures_in_the_task()
+    {
+        var path = _dir.File("inline.img");
+        LegFile.OpenOrCreate(path, 4 << 20).Dispose();
+        var buffer = _pool.Rent(2 * 4096);
+        try
+        {
+            var expected = new byte[2 * 4096];
+            Random.Shared.NextBytes(expected);
+            expected.CopyTo(buffer.All.Span);
+            using (var leg = LegFile.Open(path, writable: true, direct: false))
+            {
+                // A buffered write copies into the page cache: done before the call returns, no pool hop.
+                var write = leg.WriteOnCallerAsync(8192, buffer.All[..expected.Length]);
+                Assert.True(write.IsCompletedSuccessfully, "a buffered write should complete on the calling thread");
+                await write;
+                await leg.FlushAsync();
+                leg.DropCachedPages();
+                buffer.All.Span.Clear();
+                await leg.ReadAsync(8192, buffer.All[..expected.Length]);
+                Assert.Equal(expected, buffer.All.Span[..expected.Length].ToArray());
+
+                // Errors come back in the task (the pipeline fails the leg from there), never thrown at the caller.
+                var past = leg.WriteOnCallerAsync((4 << 20) - 4096, buffer.All[..8192]);
+                Assert.True(past.IsFaulted);
+                Assert.Contains("past its end", (await Assert.ThrowsAsync<IOException>(async () => await past)).Message);
+            }
+
+            using (var readOnly = LegFile.Open(path, writable: false, direct: false))
+            {
+                var refused = readOnly.WriteOnCallerAsync(0, buffer.All[..4096]);
+                Assert.True(refused.IsFaulted, "pwrite on a read-only descriptor fails (EBADF)");
+                await Assert.ThrowsAsync<IOException>(async () => await refused);
+            }
+
+            // An O_DIRECT leg takes its usual asynchronous write; the data lands all the same.
+            expected.AsSpan().Reverse();
+            expected.CopyTo(buffer.All.Span);
+            using (var direct = LegFile.Open(path, writable: true, direct: true))
+            {
+                Assert.True(direct.DirectIo);
+                await direct.WriteOnCallerAsync(8192, buffer.All[..expected.Length]);
+                buffer.All.Span.Clear();
+                await direct.ReadAsync(8192, buffer.All[..expected.Length]);
+                Assert.Equal(expected, buffer.All.Span[..expected.Length].ToArray());
+            }
+        }
+        finally
+        {
+            _pool.Return(buffer);
+        }
+    }
+
+    [Fact]
     public void Opening_a_missing_leg_says_so()
     {
         var e = Assert.Throws<IOException>(() => LegFile.Open(_dir.File("nope.img"), writable: true));
