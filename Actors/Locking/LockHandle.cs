@@ -148,9 +148,18 @@ internal sealed class LockHandle : ILockHandle
     /// must see), it is not released, and the flags are valid for an unlock. The resource checks the
     /// same (<see cref="LockResourceState.Unlock"/>); the LVB length is checked by <see cref="Lvb"/>.
     /// </summary>
+    /// An unlock that writes (or invalidates) the LVB from PW/EX is never answered early: the LVB is the data
+    /// the caller hands over, and if this node died between the early answer and the unlock leaving it, the
+    /// caller would believe in a write that never happened (found by the SIGKILL counter torture: one
+    /// completed increment missing). It waits for the resource, which has applied it when it answers.
     internal bool UnlocksWithoutAnswer(LockFlags flags) =>
         HasGrant && !_released && PendingOperation is null && _pending[(int)Slot.Operation] is null && _pending[(int)Slot.Unlock] is null
-        && (flags & ~(LockFlags.ValBlk | LockFlags.IvValBlk | LockFlags.ForceUnlock)) == 0;
+        && (flags & ~(LockFlags.ValBlk | LockFlags.IvValBlk | LockFlags.ForceUnlock)) == 0
+        && !UnlockWritesLvb(Mode, flags);
+
+    /// <summary>Whether an unlock of a lock held in <paramref name="held"/> with <paramref name="flags"/> writes or invalidates the LVB.</summary>
+    internal static bool UnlockWritesLvb(LockMode held, LockFlags flags) =>
+        held >= LockMode.PW && (flags & (LockFlags.ValBlk | LockFlags.IvValBlk)) != 0;
 
     internal bool TryArm(Slot slot, TaskCompletionSource<LockCompleted> reply, ILockResourceCommand command)
     {
