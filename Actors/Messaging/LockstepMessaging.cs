@@ -52,10 +52,11 @@ public sealed class LockstepMessaging : IExtension
     /// <summary>
     /// Props of an in-memory holder of <paramref name="channelId"/>, for a region of another subsystem that hosts
     /// co-located holders (<see cref="MessagingRoutes.RegisterColocated"/>); <paramref name="handOffStop"/> is that
-    /// region's hand-off stop message type.
+    /// region's hand-off stop message type. Such a holder purges and stops itself when its sender is removed (the
+    /// outbox's purge does not reach prefix-registered entity types).
     /// </summary>
     internal Props HolderProps(string channelId, Type? handOffStop) =>
-        Props.Create(() => new MessageHolderActor(new HolderRuntime(_system, Options, Handlers, channelId, Stats, false), handOffStop));
+        Props.Create(() => new MessageHolderActor(new HolderRuntime(_system, Options, Handlers, channelId, Stats, false), handOffStop, stopWhenSenderRemoved: true));
 
     /// <summary>The options the layer runs with.</summary>
     public MessagingOptions Options { get; }

@@ -42,7 +42,8 @@ public sealed class MessageHandlerRegistry
     /// <summary>
     /// Registers the handler of every entity type starting with <paramref name="entityTypePrefix"/> (a family such as the
     /// DLM's <c>lock#0</c> … <c>lock#511</c>, one per shard). An exact registration wins over a prefix. Prefix entity types
-    /// are not in <see cref="EntityTypes"/>: the node-removal purge does not reach their holders (see docs/messaging.md).
+    /// are not in <see cref="EntityTypes"/>: the outbox's node-removal purge does not reach their holders; co-located holders
+    /// (<see cref="LockstepMessaging.HolderProps"/>) purge and stop themselves when their sender is removed (docs/messaging.md).
     /// </summary>
     public void RegisterPrefix(string entityTypePrefix, MessageHandler handler)
     {

@@ -1,4 +1,5 @@
 using Akka.Actor;
+using Akka.Cluster;
 using Lockstep.Contracts.Messaging;
 
 namespace Lockstep.Actors.Messaging;
@@ -14,6 +15,7 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
     private readonly MessageHolderState<IActorRef> _state;
     private HolderHandOver? _handOver;
     private IActorRef _handOverTo = ActorRefs.Nobody;
+    private readonly (string Address, long Uid)? _sender;
 
     /// <param name="runtime">Handlers, envelopes and stats of the channel.</param>
     /// <param name="handOffStop">
@@ -21,9 +23,21 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
     /// in the layer's regions, the host region's own one for holders co-located in another subsystem's region. Either way
     /// the holder hands over to the sender before it stops.
     /// </param>
-    public MessageHolderActor(HolderRuntime runtime, Type? handOffStop = null)
+    /// <param name="stopWhenSenderRemoved">
+    /// Purge and stop when the channel's sending node incarnation is removed from the cluster (recover_slot). For
+    /// co-located holders of prefix-registered entity types (<c>lock#S</c>): the outbox's purge names only the exact
+    /// entity types it knows, and cannot enumerate such a family without creating (and so allocating shards for) every
+    /// holder it would name. Only that incarnation's removal stops the holder, so a live sender's channel never loses
+    /// its holder's table this way (which would make it re-run requests).
+    /// </param>
+    public MessageHolderActor(HolderRuntime runtime, Type? handOffStop = null, bool stopWhenSenderRemoved = false)
     {
         _runtime = runtime;
+        if (stopWhenSenderRemoved && MessagingChannel.TryParse(runtime.ChannelId, out _, out var senderAddress, out var senderUid))
+        {
+            _sender = (senderAddress, senderUid);
+        }
+
         _state = new MessageHolderState<IActorRef>(runtime.Options.HolderCap, Guid.NewGuid());
         Receive<HolderDeliver>(d => Apply(_state.Lookup(d, Sender, _runtime.HandlerAvailable)));
         Receive<HolderDrop>(d => Apply(_state.Drop(d.Seq, Sender)));
@@ -66,13 +80,37 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
             Sender.Tell(new ChannelPurged(p.ChannelId, _state.Purge()));
             Context.Stop(Self);
         });
+        Receive<ClusterEvent.MemberRemoved>(removed =>
+        {
+            if (_sender is { } sender && removed.Member.UniqueAddress.Uid == sender.Uid && removed.Member.Address.ToString() == sender.Address)
+            {
+                _state.Purge();
+                Context.Stop(Self);
+            }
+        });
+        Receive<ClusterEvent.CurrentClusterState>(_ => { });
         Receive<GetHolderStats>(_ => Sender.Tell(new HolderStats(_runtime.ChannelId, _state.Incarnation, _state.Count, _state.Cap, _state.NextToRun, _state.Runs, _state.Rejections)));
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
+    protected override void PreStart()
+    {
+        if (_sender is not null)
+        {
+            // Events only: a removal this node saw before the holder started cannot matter, because a removed node is
+            // quarantined and sends nothing more that could create a holder of its channel.
+            Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot, typeof(ClusterEvent.MemberRemoved));
+        }
+    }
+
     protected override void PostStop()
     {
+        if (_sender is not null)
+        {
+            Cluster.Get(Context.System).Unsubscribe(Self);
+        }
+
         _runtime.Flush(Self);
         _runtime.Stopped();
     }

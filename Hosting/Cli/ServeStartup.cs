@@ -33,9 +33,10 @@ internal static class ServeStartup
             HoconAddMode.Prepend);
 
     /// <summary>Everything checkable before start; the first problem as one line, or null.</summary>
-    public static string? Preflight(LockstepOptions options) =>
+    public static string? Preflight(LockstepOptions options, IConfiguration configuration) =>
         CheckSeeds(options.Cluster.Seeds)
         ?? options.Messaging.Validate()
+        ?? CheckLockTransport(configuration[LockTransportKey])
         ?? (options.Cluster.RetryGate <= TimeSpan.Zero ? $"Cluster:RetryGate must be positive, not {options.Cluster.RetryGate}" : null)
         ?? CheckPortRange("remoting", "--port", options.Cluster.Port)
         ?? CheckPortRange("HTTP", "--http-port", options.Http.Port)
@@ -43,6 +44,18 @@ internal static class ServeStartup
         ?? CheckPortFree("remoting", "--port", options.Cluster.Host, options.Cluster.Port)
         ?? CheckPortFree("HTTP", "--http-port", options.Http.Host, options.Http.Port)
         ?? CheckPortFree("NBD", "--nbd-port", options.Nbd.Host, options.Nbd.Port);
+
+    /// <summary>The configuration key of the DLM's transport (env <c>Lockstep__Locking__Transport</c>).</summary>
+    public const string LockTransportKey = "Lockstep:Locking:Transport";
+
+    /// <summary>
+    /// Checks the raw <c>Lockstep:Locking:Transport</c> text. The enum binder alone would accept numbers such as
+    /// <c>7</c> (an undefined transport) and fail on a typo only later, inside the DI container, with a stack trace.
+    /// </summary>
+    public static string? CheckLockTransport(string? value) =>
+        value is null || value.Trim().ToLowerInvariant() is "reliable" or "direct"
+            ? null
+            : $"Locking:Transport must be reliable or direct ({LockTransportKey}, env Lockstep__Locking__Transport), not '{value}'";
 
     /// <summary>Checks each seed is <c>akka.tcp://lockstep@host:port</c> or <c>host:port</c>.</summary>
     public static string? CheckSeeds(IEnumerable<string> seeds)

@@ -13,7 +13,7 @@ internal static class NodeRunner
         try
         {
             options = configuration.GetSection(LockstepOptions.SectionName).Get<LockstepOptions>() ?? new LockstepOptions();
-            if (ServeStartup.Preflight(options) is { } problem)
+            if (ServeStartup.Preflight(options, configuration) is { } problem)
             {
                 ServeStartup.Fail(problem);
                 return ServeStartup.ExitBadConfiguration;

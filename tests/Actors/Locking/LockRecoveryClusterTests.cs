@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using Akka.Cluster;
 using Lockstep.Actors.Locking;
+using Lockstep.Actors.Messaging;
+using Lockstep.Contracts.Messaging;
 using Lockstep.Contracts.Locking;
 using Xunit;
 using Xunit.Abstractions;
@@ -221,6 +223,70 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
             await cluster.DisposeAsync();
         }
     }
+
+    [Fact]
+    public async Task Command_channel_holders_of_a_removed_sender_go_and_a_live_senders_stay()
+    {
+        var cluster = new ThreeNodeCluster { ExtraHocon = Hocon };
+        await cluster.InitializeAsync();
+        try
+        {
+            var a = await cluster.Managers[0].OpenLockspaceAsync("tables");
+            var b = await cluster.Managers[1].OpenLockspaceAsync("tables");
+            var victim = await cluster.Managers[2].OpenLockspaceAsync("tables");
+            var events = Collect(a);
+
+            // Resources mastered on n1 (it asks first); n2 and n3 send commands to them on their lock#S channels, whose
+            // holders live on n1 next to the resources.
+            var names = Enumerable.Range(0, 8).Select(i => $"r{i}").ToList();
+            foreach (var name in names)
+            {
+                await using var first = await a.LockAsync(name, LockMode.NL);
+                await using var fromB = await b.LockAsync(name, LockMode.NL);
+                _ = await victim.LockAsync(name, LockMode.NL);
+            }
+
+            var victimNode = Cluster.Get(cluster.Systems[2]).SelfUniqueAddress;
+            var liveNode = Cluster.Get(cluster.Systems[1]).SelfUniqueAddress;
+            Assert.True(HoldersOf(cluster, victimNode) > 0, "n3's commands to n1's resources left holders of its lock#S channels");
+            var liveBefore = HoldersOf(cluster, liveNode);
+            Assert.True(liveBefore > 0, "n2's commands to n1's resources left holders of its lock#S channels");
+
+            await cluster.Systems[2].Terminate();
+            Cluster.Get(cluster.Systems[0]).Down(victimNode.Address);
+            await Next(events, RecoveryStage.Done, "recover_done on n1");
+
+            var deadline = DateTime.UtcNow + Patience;
+            while (HoldersOf(cluster, victimNode) > 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+
+            Assert.Equal(0, HoldersOf(cluster, victimNode));
+            Assert.Equal(liveBefore, HoldersOf(cluster, liveNode));
+
+            // The live sender's channels keep working (their holders and watermarks are untouched).
+            foreach (var name in names)
+            {
+                await using var again = await b.LockAsync(name, LockMode.EX);
+                Assert.Equal(LockMode.EX, again.Mode);
+            }
+
+            Assert.Equal(liveBefore, HoldersOf(cluster, liveNode));
+        }
+        finally
+        {
+            await cluster.DisposeAsync();
+        }
+    }
+
+    /// <summary>Holders of <paramref name="sender"/>'s lock#S channels on the surviving nodes n1 and n2.</summary>
+    private static int HoldersOf(ThreeNodeCluster cluster, UniqueAddress sender) =>
+        cluster.Systems.Take(2)
+            .SelectMany(system => LockstepMessaging.Get(system).Stats.Snapshot().Holders)
+            .Count(holder => MessagingChannel.TryParse(holder.Channel, out var type, out var address, out var uid)
+                && type.StartsWith(LockChannels.CommandPrefix, StringComparison.Ordinal)
+                && uid == sender.Uid && address == sender.Address.ToString());
 
     private static Channel<LockspaceRecoveryEvent> Collect(ILockspace space)
     {

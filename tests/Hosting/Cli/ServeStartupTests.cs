@@ -25,6 +25,21 @@ public sealed class ServeStartupTests
     public void Bad_seeds_name_the_seed_and_the_problem(string seed, string problem) =>
         Assert.Equal($"bad seed '{seed}': {problem}", ServeStartup.CheckSeeds(["127.0.0.1:4054", seed]));
 
+    [Theory]
+    [InlineData(null)]
+    [InlineData("reliable")]
+    [InlineData("Direct")]
+    public void Known_lock_transports_pass(string? value) => Assert.Null(ServeStartup.CheckLockTransport(value));
+
+    [Theory]
+    [InlineData("bogus")]
+    [InlineData("1")]
+    [InlineData("")]
+    public void Other_lock_transports_name_the_setting_and_the_allowed_values(string value) =>
+        Assert.Equal(
+            $"Locking:Transport must be reliable or direct (Lockstep:Locking:Transport, env Lockstep__Locking__Transport), not '{value}'",
+            ServeStartup.CheckLockTransport(value));
+
     [Fact]
     public void A_listening_port_is_reported_with_its_flag_and_a_free_one_passes()
     {

@@ -82,4 +82,16 @@ public sealed class MessagingHttpTests
         Assert.Equal(2, outcome.ExitCode);
         Assert.Equal("lockstep: Messaging:HolderCap must be at least 2 (--holder-cap), not 1", outcome.StderrLines.Last());
     }
+
+    [Fact]
+    public async Task A_bad_lock_transport_stops_serve_before_start_with_one_line()
+    {
+        var outcome = await ChildProcess.RunAsync(
+            Repo.Lockstep, ["serve", "--port", "0", "--http-port", "0", "--nbd-port", "0"], TimeSpan.FromSeconds(60),
+            new Dictionary<string, string> { ["Lockstep__Locking__Transport"] = "bogus" });
+        Assert.Equal(2, outcome.ExitCode);
+        Assert.Equal(
+            "lockstep: Locking:Transport must be reliable or direct (Lockstep:Locking:Transport, env Lockstep__Locking__Transport), not 'bogus'",
+            outcome.StderrLines.Last());
+    }
 }
