@@ -133,7 +133,7 @@ public static class LockBench
             }
 
             where += $" ({keepers.Values.Sum(k => k.OnTarget)}/{keepers.Values.Sum(k => k.Placed.Count)} resources placed there)";
-            var clients = new IBenchLockCaller[settings.Clients];
+            var clients = new BenchLockCaller[settings.Clients];
             if (settings.CallersPerSession <= 1)
             {
                 for (var i = 0; i < settings.Clients; i++)
@@ -161,7 +161,7 @@ public static class LockBench
             }
 
             long increments = 0;
-            var cycles = clients.Select<IBenchLockCaller, Func<CancellationToken, Task>>((session, i) => shape == LockBenchShape.Floor
+            var cycles = clients.Select<BenchLockCaller, Func<CancellationToken, Task>>((session, i) => shape == LockBenchShape.Floor
                 ? async token =>
                 {
                     await session.PingAsync(resources[i], token);

@@ -13,24 +13,45 @@ namespace Lockstep.Hosting.Locking;
 /// <summary>A failure of the bench's own clients (a lock not granted, an error message, a closed stream).</summary>
 public sealed class LockBenchException(string message) : Exception(message);
 
-/// <summary>What a bench client does through a gRPC lock session.</summary>
-internal interface IBenchLockCaller
+/// <summary>What a bench client does through a gRPC lock session; sessions differ only in how a call travels.</summary>
+internal abstract class BenchLockCaller
 {
+    /// <summary>Sends <paramref name="message"/> with a fresh request id and returns the answer to it.</summary>
+    protected abstract Task<ServerMessage> CallAsync(ClientMessage message, CancellationToken ct);
+
     /// <summary>Requests a lock; throws unless it is granted.</summary>
-    Task<Completion> LockAsync(string resource, Mode mode, uint flags, CancellationToken ct);
+    public async Task<Completion> LockAsync(string resource, Mode mode, uint flags, CancellationToken ct)
+    {
+        var answer = (await CallAsync(new ClientMessage { Lock = new Grpc.Lock { Resource = resource, Mode = mode, Flags = flags } }, ct)).Completion;
+        return answer.Status == Status.Granted ? answer : throw new LockBenchException($"lock {resource} {mode}: {answer.Status}");
+    }
 
     /// <summary>Unlocks, writing <paramref name="lvb"/> when given with VALBLK; throws unless unlocked.</summary>
-    Task UnlockAsync(ulong lockId, uint flags, ByteString? lvb, CancellationToken ct);
+    public async Task UnlockAsync(ulong lockId, uint flags, ByteString? lvb, CancellationToken ct)
+    {
+        var unlock = new Unlock { LockId = lockId, Flags = flags };
+        if (lvb is not null)
+        {
+            unlock.Lvb = lvb;
+        }
+
+        var answer = (await CallAsync(new ClientMessage { Unlock = unlock }, ct)).Completion;
+        if (answer.Status != Status.Unlocked)
+        {
+            throw new LockBenchException($"unlock {lockId:x}: {answer.Status}");
+        }
+    }
 
     /// <summary>A round trip that locks nothing; with a resource it passes through that resource's master (see lock.proto's Ping).</summary>
-    Task PingAsync(string resource, CancellationToken ct);
+    public async Task PingAsync(string resource, CancellationToken ct) =>
+        await CallAsync(new ClientMessage { Ping = new Ping { Resource = resource } }, ct);
 }
 
 /// <summary>
 /// One gRPC lock session used strictly one request at a time: send, then read until the answer to
 /// that request arrives (basts for our locks, which contended runs produce, are skipped).
 /// </summary>
-internal sealed class GrpcLockSession : IBenchLockCaller, IAsyncDisposable
+internal sealed class GrpcLockSession : BenchLockCaller, IAsyncDisposable
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
     private readonly AsyncDuplexStreamingCall<ClientMessage, ServerMessage> _call;
@@ -61,13 +82,6 @@ internal sealed class GrpcLockSession : IBenchLockCaller, IAsyncDisposable
         }
     }
 
-    /// <summary>Requests a lock; throws unless it is granted.</summary>
-    public async Task<Completion> LockAsync(string resource, Mode mode, uint flags, CancellationToken ct)
-    {
-        var answer = (await CallAsync(new ClientMessage { Lock = new Grpc.Lock { Resource = resource, Mode = mode, Flags = flags } }, ct)).Completion;
-        return answer.Status == Status.Granted ? answer : throw new LockBenchException($"lock {resource} {mode}: {answer.Status}");
-    }
-
     /// <summary>Converts a lock; throws unless it is granted.</summary>
     public async Task<Completion> ConvertAsync(ulong lockId, Mode mode, uint flags, CancellationToken ct)
     {
@@ -75,27 +89,7 @@ internal sealed class GrpcLockSession : IBenchLockCaller, IAsyncDisposable
         return answer.Status == Status.Granted ? answer : throw new LockBenchException($"convert {lockId:x} to {mode}: {answer.Status}");
     }
 
-    /// <summary>Unlocks, writing <paramref name="lvb"/> when given with VALBLK; throws unless unlocked.</summary>
-    public async Task UnlockAsync(ulong lockId, uint flags, ByteString? lvb, CancellationToken ct)
-    {
-        var unlock = new Unlock { LockId = lockId, Flags = flags };
-        if (lvb is not null)
-        {
-            unlock.Lvb = lvb;
-        }
-
-        var answer = (await CallAsync(new ClientMessage { Unlock = unlock }, ct)).Completion;
-        if (answer.Status != Status.Unlocked)
-        {
-            throw new LockBenchException($"unlock {lockId:x}: {answer.Status}");
-        }
-    }
-
-    /// <summary>A round trip that locks nothing; with a resource it passes through that resource's master (see lock.proto's Ping).</summary>
-    public async Task PingAsync(string resource, CancellationToken ct) =>
-        await CallAsync(new ClientMessage { Ping = new Ping { Resource = resource } }, ct);
-
-    private async Task<ServerMessage> CallAsync(ClientMessage message, CancellationToken ct)
+    protected override async Task<ServerMessage> CallAsync(ClientMessage message, CancellationToken ct)
     {
         message.RequestId = ++_lastRequest;
         await _call.RequestStream.WriteAsync(message, ct);
@@ -149,7 +143,7 @@ internal sealed class GrpcLockSession : IBenchLockCaller, IAsyncDisposable
 /// <see cref="ClientBatch"/>, opens with accept_batches so the node answers in <see cref="ServerBatch"/>es,
 /// and hands each answer to its caller by request id (basts are skipped).
 /// </summary>
-internal sealed class MultiplexedLockSession : IBenchLockCaller, IAsyncDisposable
+internal sealed class MultiplexedLockSession : BenchLockCaller, IAsyncDisposable
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
     private readonly AsyncDuplexStreamingCall<ClientMessage, ServerMessage> _call;
@@ -192,31 +186,7 @@ internal sealed class MultiplexedLockSession : IBenchLockCaller, IAsyncDisposabl
         }
     }
 
-    public async Task<Completion> LockAsync(string resource, Mode mode, uint flags, CancellationToken ct)
-    {
-        var answer = (await CallAsync(new ClientMessage { Lock = new Grpc.Lock { Resource = resource, Mode = mode, Flags = flags } }, ct)).Completion;
-        return answer.Status == Status.Granted ? answer : throw new LockBenchException($"lock {resource} {mode}: {answer.Status}");
-    }
-
-    public async Task UnlockAsync(ulong lockId, uint flags, ByteString? lvb, CancellationToken ct)
-    {
-        var unlock = new Unlock { LockId = lockId, Flags = flags };
-        if (lvb is not null)
-        {
-            unlock.Lvb = lvb;
-        }
-
-        var answer = (await CallAsync(new ClientMessage { Unlock = unlock }, ct)).Completion;
-        if (answer.Status != Status.Unlocked)
-        {
-            throw new LockBenchException($"unlock {lockId:x}: {answer.Status}");
-        }
-    }
-
-    public async Task PingAsync(string resource, CancellationToken ct) =>
-        await CallAsync(new ClientMessage { Ping = new Ping { Resource = resource } }, ct);
-
-    private async Task<ServerMessage> CallAsync(ClientMessage message, CancellationToken ct)
+    protected override async Task<ServerMessage> CallAsync(ClientMessage message, CancellationToken ct)
     {
         message.RequestId = (ulong)Interlocked.Increment(ref _lastRequest);
 

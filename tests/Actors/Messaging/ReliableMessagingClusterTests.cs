@@ -282,21 +282,7 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
         }
     }
 
-    private async Task JoinAll()
-    {
-        var seed = Cluster.Get(_nodes[0]).SelfAddress;
-        foreach (var node in _nodes)
-        {
-            await Cluster.Get(node).JoinAsync(seed).WaitAsync(TimeSpan.FromSeconds(30));
-        }
-
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (_nodes.Any(node => Cluster.Get(node).State.Members.Count(m => m.Status == MemberStatus.Up) < 3))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the three nodes did not all see each other Up within 30 s");
-            await Task.Delay(50);
-        }
-    }
+    private Task JoinAll() => ClusterFormation.JoinAllAndWaitUpAsync(_nodes);
 
     private static Config NodeConfig() => ConfigurationFactory.ParseString("""
         akka.loglevel = WARNING

@@ -1,0 +1,26 @@
+using Akka.Actor;
+using Akka.Cluster;
+using Xunit;
+
+namespace Lockstep.Actors.Tests;
+
+/// <summary>Forming an in-process test cluster: every member joins the first one's address.</summary>
+internal static class ClusterFormation
+{
+    /// <summary>Joins every system to <c>nodes[0]</c> and waits until each of them sees all of them Up (30 s each step).</summary>
+    public static async Task JoinAllAndWaitUpAsync(IReadOnlyList<ActorSystem> nodes)
+    {
+        var seed = Cluster.Get(nodes[0]).SelfAddress;
+        foreach (var node in nodes)
+        {
+            await Cluster.Get(node).JoinAsync(seed).WaitAsync(TimeSpan.FromSeconds(30));
+        }
+
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (nodes.Any(node => Cluster.Get(node).State.Members.Count(m => m.Status == MemberStatus.Up) < nodes.Count))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the {nodes.Count} nodes did not all see each other Up within 30 s");
+            await Task.Delay(50);
+        }
+    }
+}
