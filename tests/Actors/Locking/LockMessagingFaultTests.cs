@@ -156,11 +156,14 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
     private async Task BlackOutLinks(CancellationToken stop)
     {
         var random = new Random(17);
+        // The first blackout comes at once: a short run must not finish before any fault was injected.
+        var pause = TimeSpan.FromMilliseconds(50);
         while (!stop.IsCancellationRequested)
         {
             try
             {
-                await Task.Delay(1000, stop);
+                await Task.Delay(pause, stop);
+                pause = TimeSpan.FromSeconds(1);
             }
             catch (OperationCanceledException)
             {
