@@ -25,7 +25,7 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
 {
     private readonly List<ActorSystem> _nodes = [];
     private readonly List<LockManager> _managers = [];
-    private int _blackouts;
+    private readonly LinkBlackouts _blackouts = new(17);
 
     public Task InitializeAsync() => Task.CompletedTask;
 
@@ -117,7 +117,7 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
         var layers = _nodes.Select(LockstepMessaging.Get).Select(l => l.Stats.Snapshot()).ToList();
         output.WriteLine($"transport {transport}");
         output.WriteLine($"{expected} increments by {3 * clientsPerNode} clients in {elapsed.TotalSeconds:F1} s: completed {completed}, found {found}");
-        output.WriteLine($"faults: {chaos.Dropped} envelopes dropped, {chaos.Duplicated} duplicated, {chaos.Delayed} delayed, {_blackouts} link blackouts of 400 ms");
+        output.WriteLine($"faults: {chaos.Dropped} envelopes dropped, {chaos.Duplicated} duplicated, {chaos.Delayed} delayed, {_blackouts.Count} link blackouts of 400 ms");
         output.WriteLine($"layer: {layers.Sum(s => s.Completed)} calls completed, {layers.Sum(s => s.Resends)} re-sends, {layers.Sum(s => s.OutboxPending)} pending");
         foreach (var error in errors)
         {
@@ -128,7 +128,7 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
         Assert.Equal(expected, completed);
         Assert.Equal(expected, found);
         Assert.True(chaos.Dropped > 0 && chaos.Duplicated > 0 && chaos.Delayed > 0, "the chaos transport injected nothing");
-        Assert.True(_blackouts > 0, "no link was blacked out");
+        Assert.True(_blackouts.Count > 0, "no link was blacked out");
 
         // Every increment is at least a request and a completion on the layer (the early-answered unlock a third call).
         Assert.True(layers.Sum(s => s.Completed) >= 2 * expected, $"only {layers.Sum(s => s.Completed)} calls went through the layer");
@@ -152,34 +152,11 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
         }
     }
 
-    /// <summary>Every second one pair of nodes loses everything between them, both ways, for 400 ms.</summary>
-    private async Task BlackOutLinks(CancellationToken stop)
+    private Task BlackOutLinks(CancellationToken stop) => _blackouts.RunAsync(random =>
     {
-        var random = new Random(17);
-        // The first blackout comes at once: a short run must not finish before any fault was injected.
-        var pause = TimeSpan.FromMilliseconds(50);
-        while (!stop.IsCancellationRequested)
-        {
-            try
-            {
-                await Task.Delay(pause, stop);
-                pause = TimeSpan.FromSeconds(1);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-
-            var from = _nodes[random.Next(3)];
-            var to = _nodes.Where(s => s != from).ElementAt(random.Next(2));
-            var transport = ((RemoteActorRefProvider)((ExtendedActorSystem)from).Provider).Transport;
-            var address = Cluster.Get(to).SelfAddress;
-            await transport.ManagementCommand(new SetThrottle(address, ThrottleTransportAdapter.Direction.Both, Blackhole.Instance));
-            Interlocked.Increment(ref _blackouts);
-            await Task.Delay(400, CancellationToken.None);
-            await transport.ManagementCommand(new SetThrottle(address, ThrottleTransportAdapter.Direction.Both, Unthrottled.Instance));
-        }
-    }
+        var from = _nodes[random.Next(3)];
+        return (from, _nodes.Where(s => s != from).ElementAt(random.Next(2)));
+    }, stop);
 
     private Task JoinAll() => ClusterFormation.JoinAllAndWaitUpAsync(_nodes);
 

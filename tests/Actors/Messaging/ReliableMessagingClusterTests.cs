@@ -191,7 +191,7 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
         output.WriteLine($"callers with their status: {completed - wrongStatus} of {requests}");
         output.WriteLine($"per-channel order violations: {orderViolations} over {lastSeq.Count} channels");
         output.WriteLine($"members downed: {_downings}; members marked unreachable: {_events.Count(e => e.Contains("UnreachableMember", StringComparison.Ordinal))} times");
-        output.WriteLine($"faults injected: {chaos.Dropped} dropped, {chaos.Duplicated} duplicated, {chaos.Delayed} delayed, {_blackouts} link blackouts of 400 ms, 1 node left");
+        output.WriteLine($"faults injected: {chaos.Dropped} dropped, {chaos.Duplicated} duplicated, {chaos.Delayed} delayed, {_blackouts.Count} link blackouts of 400 ms, 1 node left");
 
         output.WriteLine($"re-runs the layer did not flag as possibly repeated: {unflaggedReruns}");
         Assert.Equal(0, unflaggedReruns);
@@ -205,11 +205,11 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
         Assert.Equal(requests, completed - wrongStatus);
         Assert.Equal(0, orderViolations);
         Assert.True(chaos.Dropped > 0 && chaos.Duplicated > 0 && chaos.Delayed > 0, "the chaos transport injected nothing");
-        Assert.True(_blackouts > 0, "no link was blacked out");
+        Assert.True(_blackouts.Count > 0, "no link was blacked out");
         Assert.True(_downings == 0, $"the split-brain resolver downed a member {_downings} time(s): the run no longer tests the layer alone");
     }
 
-    private int _blackouts;
+    private readonly LinkBlackouts _blackouts = new(11);
 
     private volatile bool _blackoutsPaused;
 
@@ -236,54 +236,17 @@ public sealed class ReliableMessagingClusterTests(ITestOutputHelper output) : IA
         }
     }
 
-    /// <summary>
-    /// Link blackouts: every second one pair of nodes loses everything sent between them, both ways, for 400 ms
-    /// (the throttler's blackhole), then the link comes back. Whatever the layer had in flight on it is lost.
-    /// Forced disassociations (<c>ForceDisassociateExplicitly</c>) were used here before; with them the members
-    /// marked each other unreachable and did not recover while traffic flowed, so the resolver ended the run; the
-    /// same 20,000-request load without them never marked a member unreachable (docs/messaging.md). A blackout is the fault a storage
-    /// cluster meets (a switch port flapping) and leaves membership to the failure detector.
-    /// </summary>
-    private async Task BlackOutLinks(CancellationToken stop)
+    private Task BlackOutLinks(CancellationToken stop) => _blackouts.RunAsync(random =>
     {
-        var random = new Random(11);
-        // The first blackout comes at once: a short run must not finish before any fault was injected.
-        var pause = TimeSpan.FromMilliseconds(50);
-        while (!stop.IsCancellationRequested)
+        var live = _nodes.Where(s => !s.WhenTerminated.IsCompleted && Cluster.Get(s).SelfMember.Status == MemberStatus.Up).ToArray();
+        if (live.Length < 2 || _blackoutsPaused)
         {
-            try
-            {
-                await Task.Delay(pause, stop);
-                pause = TimeSpan.FromSeconds(1);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-
-            var live = _nodes.Where(s => !s.WhenTerminated.IsCompleted && Cluster.Get(s).SelfMember.Status == MemberStatus.Up).ToArray();
-            if (live.Length < 2 || _blackoutsPaused)
-            {
-                continue;
-            }
-
-            var from = live[random.Next(live.Length)];
-            var to = live.First(s => s != from);
-            var transport = ((RemoteActorRefProvider)((ExtendedActorSystem)from).Provider).Transport;
-            var address = Cluster.Get(to).SelfAddress;
-            try
-            {
-                await transport.ManagementCommand(new SetThrottle(address, ThrottleTransportAdapter.Direction.Both, Blackhole.Instance));
-                Interlocked.Increment(ref _blackouts);
-                await Task.Delay(400, CancellationToken.None);
-                await transport.ManagementCommand(new SetThrottle(address, ThrottleTransportAdapter.Direction.Both, Unthrottled.Instance));
-            }
-            catch (Exception ex) when (ex is InvalidOperationException or AggregateException or TaskCanceledException)
-            {
-                // The node may be leaving; the next round picks another pair.
-            }
+            return null;
         }
-    }
+
+        var from = live[random.Next(live.Length)];
+        return (from, live.First(s => s != from));
+    }, stop);
 
     private Task JoinAll() => ClusterFormation.JoinAllAndWaitUpAsync(_nodes);
 
