@@ -26,6 +26,9 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
     private readonly List<ChildProcess> _clients = [];
     private string _dir = string.Empty;
 
+    private static readonly NamespaceNetwork Network = new(Bridge, "10.231.1.254/24",
+        [.. Enumerable.Range(1, 3).Select(i => new NamespaceHost(Namespace(i), $"lsrec-h{i}", $"lsrec-n{i}", Address(i)))]);
+
     private static string Namespace(int i) => $"lsrec-{i}";
 
     private static string Address(int i) => $"10.231.1.{i}";
@@ -34,7 +37,7 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
 
     public async Task InitializeAsync()
     {
-        Assert.True(IsRoot(), "LockPartitionTests needs root: it creates network namespaces (ip netns) and a bridge; run the suite as root");
+        Assert.True(NamespaceNetwork.IsRoot(), "LockPartitionTests needs root: it creates network namespaces (ip netns) and a bridge; run the suite as root");
         _dir = Directory.CreateTempSubdirectory("lockstep-partition-").FullName;
         try
         {
@@ -50,20 +53,7 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
 
     private async Task StartAsync()
     {
-        await RemoveNetworkAsync();
-        await Ip("link", "add", Bridge, "type", "bridge");
-        await Ip("addr", "add", "10.231.1.254/24", "dev", Bridge);
-        await Ip("link", "set", Bridge, "up");
-        for (var i = 1; i <= 3; i++)
-        {
-            await Ip("netns", "add", Namespace(i));
-            await Ip("link", "add", $"lsrec-h{i}", "type", "veth", "peer", "name", $"lsrec-n{i}");
-            await Ip("link", "set", $"lsrec-n{i}", "netns", Namespace(i));
-            await Ip("link", "set", $"lsrec-h{i}", "master", Bridge, "up");
-            await Ip("-n", Namespace(i), "addr", "add", $"{Address(i)}/24", "dev", $"lsrec-n{i}");
-            await Ip("-n", Namespace(i), "link", "set", $"lsrec-n{i}", "up");
-            await Ip("-n", Namespace(i), "link", "set", "lo", "up");
-        }
+        await Network.CreateAsync();
 
         // Every namespace has its own ports: all three nodes use the default layout, on their own address.
         // Node 1 first: the others give up on a seed that does not answer within 20 s, which a loaded machine can take.
@@ -136,7 +126,7 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
             await process.DisposeAsync();
         }
 
-        await RemoveNetworkAsync();
+        await Network.RemoveAsync();
         if (_dir.Length > 0 && Directory.Exists(_dir))
         {
             Directory.Delete(_dir, recursive: true);
@@ -161,7 +151,7 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
         });
 
         var cutAt = HoldClock.NowNs();
-        await Ip("link", "set", "lsrec-h3", "down");
+        await NamespaceNetwork.Ip("link", "set", "lsrec-h3", "down");
         output.WriteLine($"cut node 3 off at {cutAt}");
 
         var lost = await UntilLoggedAsync(minorityLog, "lost", "the minority client to learn it lost the lock");
@@ -171,7 +161,7 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
         // Let the minority try again for a while, cut off.
         await Task.Delay(TimeSpan.FromSeconds(3));
         var reconnectAt = HoldClock.NowNs();
-        await Ip("link", "set", "lsrec-h3", "up");
+        await NamespaceNetwork.Ip("link", "set", "lsrec-h3", "up");
         await Task.Delay(TimeSpan.FromSeconds(10));
 
         var minority = Events(minorityLog);
@@ -230,27 +220,5 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
         {
             return ex.Message;
         }
-    }
-
-    private static bool IsRoot() =>
-        File.ReadLines("/proc/self/status").First(l => l.StartsWith("Uid:", StringComparison.Ordinal))
-            .Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries)[1] == "0";
-
-    private static async Task Ip(params string[] args)
-    {
-        var outcome = await ChildProcess.RunAsync("ip", args, TimeSpan.FromSeconds(30));
-        Assert.True(outcome.ExitCode == 0, $"ip {string.Join(' ', args)} failed: {outcome}");
-    }
-
-    /// <summary>Removes only this test's namespaces and bridge (deleting a namespace deletes its veth pair).</summary>
-    private static async Task RemoveNetworkAsync()
-    {
-        for (var i = 1; i <= 3; i++)
-        {
-            await ChildProcess.RunAsync("ip", ["netns", "delete", Namespace(i)], TimeSpan.FromSeconds(30));
-            await ChildProcess.RunAsync("ip", ["link", "delete", $"lsrec-h{i}"], TimeSpan.FromSeconds(30));
-        }
-
-        await ChildProcess.RunAsync("ip", ["link", "delete", Bridge], TimeSpan.FromSeconds(30));
     }
 }

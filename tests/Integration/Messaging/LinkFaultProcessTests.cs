@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net.Http.Json;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using Lockstep.Actors.Messaging;
 using Lockstep.Hosting.Messaging;
@@ -28,7 +27,7 @@ namespace Lockstep.Integration.Tests.Messaging;
 /// Needs root; fails (never skips) without it. Duration: <c>LOCKSTEP_NETNS_FAULT_S</c> (default 40 s of faults).
 /// </remarks>
 [Collection(RealProcessesCollection.Name)]
-public sealed partial class LinkFaultProcessTests(ITestOutputHelper output) : IAsyncLifetime
+public sealed class LinkFaultProcessTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private const string Bridge = "lsmsg-br0";
     private const string Subnet = "10.231.2";
@@ -41,35 +40,21 @@ public sealed partial class LinkFaultProcessTests(ITestOutputHelper output) : IA
     private readonly ChildProcess?[] _nodes = new ChildProcess?[3];
     private readonly HttpClient _http = new() { Timeout = TimeSpan.FromMinutes(10) };
 
+    private static readonly NamespaceNetwork Network = new(Bridge, $"{Subnet}.1/24",
+        [.. Enumerable.Range(0, 3).Select(i => new NamespaceHost(Namespaces[i], $"lsmsg-v{i + 1}", $"lsmsg-p{i + 1}", Ip(i)))]);
+
     private static string Ip(int node) => $"{Subnet}.{11 + node}";
 
     private static string Url(int node, string path) => $"http://{Ip(node)}:{HttpPort}{path}";
 
-    [LibraryImport("libc")]
-    private static partial uint geteuid();
-
     public async Task InitializeAsync()
     {
-        if (geteuid() != 0)
+        if (!NamespaceNetwork.IsRoot())
         {
             Assert.Fail("LinkFaultProcessTests needs root: it creates network namespaces lsmsg-n1..3, bridge lsmsg-br0 and nftables rules. Run the suite as root.");
         }
 
-        await RemoveNetworkAsync();
-        await Run("ip", "link", "add", Bridge, "type", "bridge");
-        await Run("ip", "addr", "add", $"{Subnet}.1/24", "dev", Bridge);
-        await Run("ip", "link", "set", Bridge, "up");
-        for (var i = 0; i < 3; i++)
-        {
-            var ns = Namespaces[i];
-            await Run("ip", "netns", "add", ns);
-            await Run("ip", "link", "add", $"lsmsg-v{i + 1}", "type", "veth", "peer", "name", $"lsmsg-p{i + 1}");
-            await Run("ip", "link", "set", $"lsmsg-p{i + 1}", "netns", ns);
-            await Run("ip", "link", "set", $"lsmsg-v{i + 1}", "master", Bridge, "up");
-            await Run("ip", "-n", ns, "addr", "add", $"{Ip(i)}/24", "dev", $"lsmsg-p{i + 1}");
-            await Run("ip", "-n", ns, "link", "set", $"lsmsg-p{i + 1}", "up");
-            await Run("ip", "-n", ns, "link", "set", "lo", "up");
-        }
+        await Network.CreateAsync();
 
         for (var i = 0; i < 3; i++)
         {
@@ -95,7 +80,7 @@ public sealed partial class LinkFaultProcessTests(ITestOutputHelper output) : IA
             await node!.DisposeAsync();
         }
 
-        await RemoveNetworkAsync();
+        await Network.RemoveAsync();
         foreach (var dir in _data)
         {
             Directory.Delete(dir, recursive: true);
@@ -242,21 +227,5 @@ public sealed partial class LinkFaultProcessTests(ITestOutputHelper output) : IA
     {
         var outcome = await ChildProcess.RunAsync(file, args, TimeSpan.FromSeconds(30));
         Assert.True(outcome.ExitCode == 0, $"{file} {string.Join(' ', args)} failed: {outcome}");
-    }
-
-    /// <summary>Removes what this test creates (also a previous run's leftovers); ignores what is not there.</summary>
-    private static async Task RemoveNetworkAsync()
-    {
-        foreach (var ns in Namespaces)
-        {
-            await ChildProcess.RunAsync("ip", ["netns", "delete", ns], TimeSpan.FromSeconds(30));
-        }
-
-        for (var i = 1; i <= 3; i++)
-        {
-            await ChildProcess.RunAsync("ip", ["link", "delete", $"lsmsg-v{i}"], TimeSpan.FromSeconds(30));
-        }
-
-        await ChildProcess.RunAsync("ip", ["link", "delete", Bridge], TimeSpan.FromSeconds(30));
     }
 }
