@@ -17,6 +17,11 @@ internal sealed class IoOp : IValueTaskSource
     {
         LegTasks = new ValueTask[legs];
         LegActive = new bool[legs];
+        LegWrites = new LegWrite[legs];
+        for (var i = 0; i < legs; i++)
+        {
+            LegWrites[i] = new LegWrite();
+        }
     }
 
     /// <summary>Bitmap generation this request waits for.</summary>
@@ -32,6 +37,9 @@ internal sealed class IoOp : IValueTaskSource
     public ValueTask[] LegTasks { get; }
 
     public bool[] LegActive { get; }
+
+    /// <summary>Per leg: the write handed to that leg's <see cref="LegWriter"/>, if the volume has writers.</summary>
+    public LegWrite[] LegWrites { get; }
 
     /// <summary>Scratch list for the requests this one's exit admits.</summary>
     public List<IoOp> Woken { get; } = [];

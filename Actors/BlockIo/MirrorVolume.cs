@@ -44,6 +44,7 @@ public sealed class MirrorVolume : IBlockDevice
     private readonly ILogger _logger;
     private readonly MirrorVolumeOptions _options;
     private readonly Leg[] _legs;
+    private readonly LegWriter?[] _writers;
     private readonly AlignedBufferPool _pool = AlignedBufferPool.Shared;
     private readonly Lock _gate = new(); // guards _admission, _bitmap, _flushWaiters, _cleanWaiter
     private readonly RangeAdmissionState<IoOp> _admission = new();
@@ -77,6 +78,7 @@ public sealed class MirrorVolume : IBlockDevice
         _logger = logger;
         _options = options;
         _legs = legs;
+        _writers = new LegWriter?[legs.Length];
         _bitmap = new BitmapSlotState(layout.ChunkCount);
         _eventsCounter = legs.Max(l => l.Superblock.Events);
         _clearDelayTicks = (long)(options.BitmapClearDelay.TotalSeconds * Stopwatch.Frequency);
@@ -257,6 +259,15 @@ public sealed class MirrorVolume : IBlockDevice
     private void Start()
     {
         logInfo();
+        if (_options.Cache == VolumeCacheMode.Writeback && !_options.ReadOnly)
+        {
+            // A request writes the first leg in the mirror itself; every other leg gets a writer thread (see FanOutAsync).
+            for (var i = 1; i < _legs.Length; i++)
+            {
+                _writers[i] = new LegWriter($"leg writer {Name}/{i}");
+            }
+        }
+
         _flusher = Task.Run(FlushLoopAsync);
         var period = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(10).Ticks, _options.BitmapClearDelay.Ticks / 4));
         _clearTimer = new Timer(static state => ((MirrorVolume)state!).CollectIdleChunks(), this, period, period);
@@ -551,38 +562,43 @@ public sealed class MirrorVolume : IBlockDevice
         for (var i = 0; i < _legs.Length; i++)
         {
             active[i] = !_legs[i].Failed;
-            onCaller = active[i] ? i : onCaller;
+            onCaller = active[i] && onCaller < 0 ? i : onCaller;
             activeCount += active[i] ? 1 : 0;
         }
 
-        // A single leg may write on this thread (a buffered leg copies into the page cache at once): one pool hop and
-        // wake-up less per request. With two legs or more every leg goes to the pool as before: writing one of them
-        // here measured no better, within the noise (docs/benchmarks.md, "Server CPU on the write path").
-        onCaller = activeCount == 1 ? onCaller : -1;
-
-        for (var i = 0; i < _legs.Length; i++)
+        if (kind == LegOp.Write && !forceUnitAccess && activeCount > 1 && _writers[^1] is not null)
         {
-            var leg = _legs[i];
-            if (!active[i])
+            WriteOnCallerAndWriters(op, onCaller, legOffset, data);
+        }
+        else
+        {
+            // A single leg may write on this thread (a buffered leg copies into the page cache at once): one pool hop
+            // and wake-up less per request. O_DIRECT legs, FUA writes, zeroing and flushes go to the pool per leg.
+            onCaller = activeCount == 1 ? onCaller : -1;
+            for (var i = 0; i < _legs.Length; i++)
             {
-                continue;
-            }
-
-            try
-            {
-                tasks[i] = kind switch
+                var leg = _legs[i];
+                if (!active[i])
                 {
-                    // FUA per leg: a buffered leg syncs this range only (RWF_DSYNC), not every dirty page it holds.
-                    LegOp.Write when forceUnitAccess => leg.Device.WriteDurableAsync(legOffset, data),
-                    LegOp.Write when i == onCaller => leg.Device.WriteOnCallerAsync(legOffset, data),
-                    LegOp.Write => leg.Device.WriteAsync(legOffset, data),
-                    LegOp.Zero => leg.Device.ZeroAsync(legOffset, length, mayPunchHole),
-                    _ => leg.Device.FlushAsync(),
-                };
-            }
-            catch (Exception e)
-            {
-                tasks[i] = ValueTask.FromException(e);
+                    continue;
+                }
+
+                try
+                {
+                    tasks[i] = kind switch
+                    {
+                        // FUA per leg: a buffered leg syncs this range only (RWF_DSYNC), not every dirty page it holds.
+                        LegOp.Write when forceUnitAccess => leg.Device.WriteDurableAsync(legOffset, data),
+                        LegOp.Write when i == onCaller => leg.Device.WriteOnCallerAsync(legOffset, data),
+                        LegOp.Write => leg.Device.WriteAsync(legOffset, data),
+                        LegOp.Zero => leg.Device.ZeroAsync(legOffset, length, mayPunchHole),
+                        _ => leg.Device.FlushAsync(),
+                    };
+                }
+                catch (Exception e)
+                {
+                    tasks[i] = ValueTask.FromException(e);
+                }
             }
         }
 
@@ -603,6 +619,42 @@ public sealed class MirrorVolume : IBlockDevice
         if (succeeded == 0)
         {
             throw NoLegLeft(kind.ToString().ToLowerInvariant());
+        }
+    }
+
+    /// <summary>
+    /// A plain write to a writeback volume with two legs or more: every leg but the first is queued to its
+    /// <see cref="LegWriter"/> thread, the first is copied into the page cache here, and then whatever queued write no
+    /// writer has started yet is run here too. So two legs are copied at the same time on two cores when the writer is
+    /// awake, and a request never waits for a writer that is still waking up (a 4 KiB copy takes less than a wake-up).
+    /// </summary>
+    private void WriteOnCallerAndWriters(IoOp op, int onCaller, long legOffset, ReadOnlyMemory<byte> data)
+    {
+        var tasks = op.LegTasks;
+        for (var i = onCaller + 1; i < _legs.Length; i++)
+        {
+            if (op.LegActive[i])
+            {
+                tasks[i] = op.LegWrites[i].Prepare(_legs[i].Device, legOffset, data);
+                _writers[i]!.Enqueue(op.LegWrites[i], wake: data.Length >= _options.ParallelLegWriteBytes);
+            }
+        }
+
+        try
+        {
+            tasks[onCaller] = _legs[onCaller].Device.WriteOnCallerAsync(legOffset, data);
+        }
+        catch (Exception e)
+        {
+            tasks[onCaller] = ValueTask.FromException(e);
+        }
+
+        for (var i = onCaller + 1; i < _legs.Length; i++)
+        {
+            if (op.LegActive[i])
+            {
+                op.LegWrites[i].TryRunHere();
+            }
         }
     }
 
@@ -1304,6 +1356,11 @@ public sealed class MirrorVolume : IBlockDevice
         _stopFlusher = true;
         _flushSignal.Set();
         await _flusher.ConfigureAwait(false);
+        foreach (var writer in _writers)
+        {
+            writer?.Dispose();
+        }
+
         foreach (var leg in _legs)
         {
             leg.Device.Dispose();

@@ -23,8 +23,9 @@ public sealed record MirrorVolumeOptions
     public bool ReadOnly { get; init; }
 
     /// <summary>
-    /// Recover every slot's dirty bits at open, not only this node's. Right while one node writes a volume; the
-    /// cluster recovery takes over other nodes' slots under their bitmap lock later.
+    /// Recover every slot's dirty bits at open, not only this node's. Only right while one node writes a volume;
+    /// a node's catalog turns it off (another node's bits are its writes in flight), and the cluster recovery will
+    /// take over a dead node's slot under its bitmap lock.
     /// </summary>
     public bool RecoverAllSlots { get; init; } = true;
 
@@ -33,6 +34,14 @@ public sealed record MirrorVolumeOptions
     /// open, FUA writes synced by range (RWF_DSYNC), and a chunk's bit cleared only after its data was fdatasync'ed.
     /// </summary>
     public VolumeCacheMode Cache { get; init; } = VolumeCacheMode.Direct;
+
+    /// <summary>
+    /// Writeback volumes with two legs or more: a write of at least this many bytes wakes the other legs' writer
+    /// threads to copy them at the same time as the request's thread copies the first leg. A smaller write is handed
+    /// to a writer only if it is awake already, else the request's thread copies every leg itself: copying a few KiB
+    /// into the page cache costs less than waking a thread.
+    /// </summary>
+    public int ParallelLegWriteBytes { get; init; } = 64 << 10;
 
     /// <summary>Largest read or write payload accepted (NBD maximum block size).</summary>
     public int MaximumRequestSize { get; init; } = 32 << 20;

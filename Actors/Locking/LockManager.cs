@@ -27,6 +27,9 @@ public sealed class LockManager : ILockManager
 
     private const string RegistryName = "lock-registry";
 
+    /// <summary>How long one lockspace join waits for the registry before asking again (within <see cref="LockingOptions.AskTimeout"/>).</summary>
+    private static readonly TimeSpan JoinAttempt = TimeSpan.FromSeconds(2);
+
     private readonly ActorSystem _system;
     private readonly LockingOptions _options;
     private readonly IActorRef _registry;
@@ -82,7 +85,7 @@ public sealed class LockManager : ILockManager
         // Reliable transport: the layer (started here with defaults unless the node started it first) hosts the holders
         // of the lock#S channels in this region, next to the resources they deliver to.
         var messaging = options.Transport == LockTransport.Reliable ? LockstepMessaging.Start(system, new MessagingOptions()) : null;
-        ILockReplyPath replies = messaging is null ? DirectLockReplyPath.Instance : new ReliableLockReplyPath(system, messaging.Sender);
+        ILockReplyPath replies = messaging is null ? DirectLockReplyPath.Instance : new ReliableLockReplyPath(system, messaging.Poster);
         var region = ClusterSharding.Get(system).Start(
             RegionName,
             entityId => messaging is not null && LockChannels.TryHolderShard(entityId, out _)
@@ -101,7 +104,7 @@ public sealed class LockManager : ILockManager
                 ClusterSingletonManagerSettings.Create(system)),
             RegistryName);
         var registry = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RegistryName}", ClusterSingletonProxySettings.Create(system)), RegistryName + "-proxy");
-        ILockCommandPath commands = messaging is null ? new DirectLockCommandPath(region) : new ReliableLockCommandPath(messaging.Sender, extractor);
+        ILockCommandPath commands = messaging is null ? new DirectLockCommandPath(region) : new ReliableLockCommandPath(messaging.Poster, extractor);
         var client = system.ActorOf(LockClientActor.Props(region, options, gate, commands), ClientName);
         if (messaging is not null)
         {
@@ -140,7 +143,10 @@ public sealed class LockManager : ILockManager
             throw new ArgumentException(error, nameof(name));
         }
 
-        var reply = await _registry.Ask<ILockProtocol>(new JoinLockspace(name, lvbLength, NodeId), _options.AskTimeout, cancellationToken);
+        // The registry is a singleton across remoting; a join (or its answer) lost with an association is asked again.
+        // Joining is idempotent: the same node id gets its slot back.
+        var reply = await IdempotentAsk.AskAsync<ILockProtocol>(_registry, new JoinLockspace(name, lvbLength, NodeId), _options.AskTimeout,
+            JoinAttempt < _options.AskTimeout ? JoinAttempt : _options.AskTimeout, "the lockspace registry", cancellationToken);
         return reply switch
         {
             LockspaceJoined joined => Opened(new Lockspace(this, joined.Lockspace, joined.Slot, joined.LvbLength)),

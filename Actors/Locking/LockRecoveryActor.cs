@@ -3,6 +3,7 @@ using Akka.Cluster;
 using Akka.Cluster.Sharding;
 using Akka.DistributedData;
 using Akka.Event;
+using Lockstep.Actors.Membership;
 using Lockstep.Contracts.Locking;
 
 namespace Lockstep.Actors.Locking;
@@ -37,6 +38,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
     private RecoveryAck? _lastAck;
     private bool _fenced;
     private bool _stayFencedLogged;
+    private bool _viewSeen;
 
     public LockRecoveryActor(LockManager manager, RecoveryGate gate, LockingOptions options)
     {
@@ -60,6 +62,17 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         Receive<ClusterEvent.MemberDowned>(m => Apply(_state.Downed(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.MemberRemoved>(m => Apply(_state.Removed(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.IMemberEvent>(_ => { });
+        Receive<MemberProcessGone>(m =>
+        {
+            if (m.Gone)
+            {
+                Apply(_state.ProcessGone(Key(m.Member)));
+            }
+            else
+            {
+                _state.ProcessGoneWithdrawn(Key(m.Member));
+            }
+        });
         Receive<RecoveryHello>(m =>
         {
             _nodeIds[m.Member] = m.NodeId;
@@ -131,15 +144,21 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot, typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
         Timers.StartSingleTimer(HelloTimer, ResendHello.Instance, AckResendInterval);
         DistributedData.Get(Context.System).Replicator.Tell(Dsl.Subscribe(LockspaceRegistryActor.Key, Self));
+        // Proofs that a member's process is gone (Membership.RefusedConnectDowningActor, where it runs).
+        Context.System.EventStream.Subscribe(Self, typeof(MemberProcessGone));
     }
 
-    protected override void PostStop() => _cluster.Unsubscribe(Self);
+    protected override void PostStop()
+    {
+        _cluster.Unsubscribe(Self);
+        Context.System.EventStream.Unsubscribe(Self);
+    }
 
     /// <summary>The first membership view: members that are (or were) Up, then those unreachable or leaving.</summary>
     private void InitialView(ClusterEvent.CurrentClusterState view)
     {
         var members = view.Members.Where(m => m.Status is MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting or MemberStatus.Down).ToList();
-        foreach (var member in members)
+        foreach (var member in members.Where(m => !m.UniqueAddress.Equals(_cluster.SelfUniqueAddress)))
         {
             MemberUp(member);
         }
@@ -154,11 +173,33 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
             Apply(_state.Unreachable(Key(member.UniqueAddress)));
         }
 
-        Apply(_state.InitialViewSeen());
+        // A node started before it joined (every `lockstep serve`: the DLM starts with the actor system) gets an
+        // empty first view, which would count as "every member greeted" at once and open the gate before the node
+        // even knew the cluster. The first view that counts is the one in which this node is Up: the gossip that made
+        // it Up carried every member, and their MemberUp events came before ours.
+        if (members.Any(m => m.UniqueAddress.Equals(_cluster.SelfUniqueAddress)))
+        {
+            ViewSeen();
+        }
+    }
+
+    private void ViewSeen()
+    {
+        if (!_viewSeen)
+        {
+            _viewSeen = true;
+            Apply(_state.InitialViewSeen());
+        }
     }
 
     private void MemberUp(Member member)
     {
+        if (member.UniqueAddress.Equals(_cluster.SelfUniqueAddress))
+        {
+            ViewSeen();
+            return;
+        }
+
         var key = Key(member.UniqueAddress);
         _addresses[key] = member.Address;
         Apply(_state.MemberUp(key));

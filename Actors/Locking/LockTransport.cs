@@ -148,33 +148,20 @@ internal sealed class DirectLockReplyPath : ILockReplyPath
 }
 
 /// <summary>Commands on the <c>lock#S</c> channels (<see cref="LockTransport.Reliable"/>).</summary>
-internal sealed class ReliableLockCommandPath(IReliableSender sender, LockMessageExtractor extractor) : ILockCommandPath
+internal sealed class ReliableLockCommandPath(ReliableSender sender, LockMessageExtractor extractor) : ILockCommandPath
 {
     public void Send(ILockResourceCommand command, IActorRef client)
     {
         var entityType = LockChannels.CommandEntityType(extractor.ShardId(command.EntityId, command));
-        Task<LockTrafficAccepted> call;
         try
         {
-            call = sender.SendAsync<LockTrafficAccepted>(entityType, command.EntityId, command);
+            // The answer (completion) comes on the reply channel; the call's status only matters when it failed.
+            sender.Post(entityType, command.EntityId, command, failure => client.Tell(new LockCommandLost(command, failure.Message)));
         }
         catch (Exception ex)
         {
             client.Tell(new LockCommandLost(command, ex.Message));
-            return;
         }
-
-        // The answer (completion) comes on the reply channel; the call's status only matters when it failed.
-        call.ContinueWith(
-            static (t, state) =>
-            {
-                var (command, client) = ((ILockResourceCommand, IActorRef))state!;
-                client.Tell(new LockCommandLost(command, t.Exception?.GetBaseException().Message ?? "cancelled"));
-            },
-            (command, client),
-            CancellationToken.None,
-            TaskContinuationOptions.NotOnRanToCompletion | TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default);
     }
 }
 
@@ -184,7 +171,7 @@ internal sealed class ReliableLockCommandPath(IReliableSender sender, LockMessag
 /// client. The resource does not wait: the call's status is only logged when it failed (the client's node was removed,
 /// which fails every pending call to it).
 /// </summary>
-internal sealed class ReliableLockReplyPath(ActorSystem system, IReliableSender sender) : ILockReplyPath
+internal sealed class ReliableLockReplyPath(ActorSystem system, ReliableSender sender) : ILockReplyPath
 {
     private readonly Cluster _cluster = Cluster.Get(system);
     private readonly ILoggingAdapter _log = Logging.GetLogger(system, typeof(ReliableLockReplyPath));
@@ -207,16 +194,14 @@ internal sealed class ReliableLockReplyPath(ActorSystem system, IReliableSender 
         }
 
         var entityType = PinnedEntityType.Format(LockChannels.ReplyKind, member.UniqueAddress.Uid, address.ToString());
-        sender.SendAsync<LockTrafficAccepted>(entityType, LockManager.ClientName, message).ContinueWith(
-            static (t, state) =>
-            {
-                var (log, message) = ((ILoggingAdapter, ILockProtocol))state!;
-                log.Warning("Lock answer {0} was not delivered: {1}", message, t.Exception?.GetBaseException().Message ?? "cancelled");
-            },
-            (_log, message),
-            CancellationToken.None,
-            TaskContinuationOptions.NotOnRanToCompletion | TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default);
+        try
+        {
+            sender.Post(entityType, LockManager.ClientName, message, failure => _log.Warning("Lock answer {0} was not delivered: {1}", message, failure.Message));
+        }
+        catch (ReliableMessagingException ex)
+        {
+            _log.Warning("Lock answer {0} was not sent: {1}", message, ex.Message);
+        }
     }
 }
 

@@ -76,6 +76,8 @@ public sealed class LockspaceRecoveryState
     private readonly SortedSet<string> _members = new(StringComparer.Ordinal);
     private readonly HashSet<string> _unreachable = [];
     private readonly HashSet<string> _leaving = [];
+    private readonly HashSet<string> _processGone = [];
+    private readonly HashSet<string> _downedReachable = [];
     private readonly SortedSet<string> _dead = new(StringComparer.Ordinal);
     private readonly HashSet<string> _completed = [];
     private readonly Dictionary<string, HashSet<string>> _expected = [];
@@ -207,11 +209,43 @@ public sealed class LockspaceRecoveryState
     /// <summary>
     /// A member was downed. Recovery starts now, not at its removal (leader actions and gossip later), if
     /// the member is unreachable: its node fenced itself before the resolver could down it (fence timeout
-    /// shorter than stable-after), so it no longer acts on its locks. A reachable member that is downed
-    /// (by an operator) still runs until it sees the Down itself; its slot waits for the removal.
+    /// shorter than stable-after), so it no longer acts on its locks. It also starts now if this node proved the
+    /// member's process gone (<see cref="ProcessGone"/>: its remoting port refused connects), reachable or not:
+    /// a dead process acts on nothing. Otherwise a downed reachable member (by an operator) still runs until it
+    /// sees the Down itself; its slot waits for the removal, or for a proof that its process is gone.
     /// </summary>
-    public IReadOnlyList<RecoveryEffect> Downed(string member) =>
-        _unreachable.Contains(member) ? Removed(member) : [];
+    public IReadOnlyList<RecoveryEffect> Downed(string member)
+    {
+        if (_unreachable.Contains(member) || _processGone.Contains(member))
+        {
+            return Removed(member);
+        }
+
+        if (_members.Contains(member) && member != Self)
+        {
+            _downedReachable.Add(member);
+        }
+
+        return [];
+    }
+
+    /// <summary>
+    /// This node proved the member's process gone (every connect to its remoting port refused). If it was already
+    /// downed while this node still saw it reachable, its recovery starts now.
+    /// </summary>
+    public IReadOnlyList<RecoveryEffect> ProcessGone(string member)
+    {
+        if (member == Self || !_members.Contains(member))
+        {
+            return [];
+        }
+
+        _processGone.Add(member);
+        return _downedReachable.Contains(member) ? Removed(member) : [];
+    }
+
+    /// <summary>The proof no longer holds (the member answered heartbeats again).</summary>
+    public void ProcessGoneWithdrawn(string member) => _processGone.Remove(member);
 
     /// <summary>A member was removed (downed by the resolver, or left): its slot must be recovered.</summary>
     public IReadOnlyList<RecoveryEffect> Removed(string member)
@@ -223,6 +257,8 @@ public sealed class LockspaceRecoveryState
 
         _unreachable.Remove(member);
         _leaving.Remove(member);
+        _processGone.Remove(member);
+        _downedReachable.Remove(member);
         _expected.Remove(member);
         _acks.Remove(member);
         _dead.Add(member);

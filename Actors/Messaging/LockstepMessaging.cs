@@ -38,7 +38,8 @@ public sealed class LockstepMessaging : IExtension
         _system = system;
         PinnedHost = system.ActorOf(Props.Create(() => new PinnedHolderHost(channel => HolderProps(channel, null))), PinnedHolderHost.Name);
         Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Handlers, Stats, Routes)), "lockstep-outbox");
-        Sender = new ReliableSender(system, Outbox);
+        Poster = new ReliableSender(system, Outbox);
+        Sender = Poster;
     }
 
     private readonly ActorSystem _system;
@@ -66,6 +67,9 @@ public sealed class LockstepMessaging : IExtension
 
     /// <summary>Send requests through the layer.</summary>
     public IReliableSender Sender { get; }
+
+    /// <summary>The same sender, with <see cref="ReliableSender.Post"/> for callers that need no status (the DLM).</summary>
+    internal ReliableSender Poster { get; }
 
     /// <summary>Register this node's receiver-side handlers, by entity type.</summary>
     public MessageHandlerRegistry Handlers { get; } = new();

@@ -76,8 +76,8 @@ public sealed class OutboxState<TCaller>
     /// <summary>Why this outbox stopped accepting calls, or null while it runs (see <see cref="Close"/>).</summary>
     public string? ClosedReason { get; private set; }
 
-    /// <summary>Calls not yet complete, over all channels.</summary>
-    public int Pending => _channels.Values.Sum(c => c.InFlight.Count + c.Queue.Count);
+    /// <summary>Calls not yet complete, over all channels (kept as entries come and go: the node reports it after every message).</summary>
+    public int Pending { get; private set; }
 
     /// <summary>The channel name this node uses for <paramref name="entityType"/>.</summary>
     public string ChannelFor(string entityType) => MessagingChannel.Format(entityType, _senderAddress, _senderUid);
@@ -106,6 +106,7 @@ public sealed class OutboxState<TCaller>
 
         var entry = new Entry(channel.NextSeq++, targetId, payload, caller);
         channel.Queue.Enqueue(entry);
+        Pending++;
         var effects = new List<OutboxEffect<TCaller>>();
         Pump(channel, now, effects);
         return effects;
@@ -180,6 +181,7 @@ public sealed class OutboxState<TCaller>
         if (channel.InFlight.TryGetValue(confirmed.Seq, out var entry) && entry.Phase == Phase.AwaitingDrop)
         {
             channel.InFlight.Remove(entry.Seq);
+            Pending--;
             effects.Add(new OutboxComplete<TCaller>(entry.Caller, entry.Status!));
             Pump(channel, now, effects);
         }
@@ -208,13 +210,7 @@ public sealed class OutboxState<TCaller>
         if (rejected.Reason == HolderRejectReason.SenderGone)
         {
             // The receivers purged this node incarnation (they saw it removed): nothing can complete any more.
-            foreach (var gone in channel.InFlight.Values.Concat(channel.Queue))
-            {
-                effects.Add(new OutboxFail<TCaller>(gone.Caller, $"the receivers purged channel '{channel.Id}': this node was removed from the cluster"));
-            }
-
-            channel.InFlight.Clear();
-            channel.Queue.Clear();
+            FailAll(channel, $"the receivers purged channel '{channel.Id}': this node was removed from the cluster", effects);
             return effects;
         }
 
@@ -307,13 +303,7 @@ public sealed class OutboxState<TCaller>
         ClosedReason = reason;
         foreach (var channel in _channels.Values)
         {
-            foreach (var gone in channel.InFlight.Values.Concat(channel.Queue))
-            {
-                effects.Add(new OutboxFail<TCaller>(gone.Caller, reason));
-            }
-
-            channel.InFlight.Clear();
-            channel.Queue.Clear();
+            FailAll(channel, reason, effects);
         }
 
         return effects;
@@ -335,11 +325,7 @@ public sealed class OutboxState<TCaller>
                 continue;
             }
 
-            foreach (var gone in channel.InFlight.Values.Concat(channel.Queue))
-            {
-                effects.Add(new OutboxFail<TCaller>(gone.Caller, reason));
-            }
-
+            FailAll(channel, reason, effects);
             _channels.Remove(channel.Id);
         }
 
@@ -425,6 +411,19 @@ public sealed class OutboxState<TCaller>
         {
             TransmitDrop(channel, entry, now, effects);
         }
+    }
+
+    /// <summary>Fails every call of <paramref name="channel"/>, in flight or queued, with <paramref name="reason"/> and empties it.</summary>
+    private void FailAll(Channel channel, string reason, List<OutboxEffect<TCaller>> effects)
+    {
+        foreach (var gone in channel.InFlight.Values.Concat(channel.Queue))
+        {
+            effects.Add(new OutboxFail<TCaller>(gone.Caller, reason));
+        }
+
+        Pending -= channel.InFlight.Count + channel.Queue.Count;
+        channel.InFlight.Clear();
+        channel.Queue.Clear();
     }
 
     private void Pump(Channel channel, long now, List<OutboxEffect<TCaller>> effects)

@@ -1,4 +1,5 @@
 using Akka.Actor;
+using Akka.Event;
 using Lockstep.Contracts;
 using Lockstep.Contracts.Messaging;
 
@@ -59,5 +60,55 @@ internal sealed class ReliableSender(ActorSystem system, IActorRef outbox) : IRe
             HandlerFault fault => throw new ReliableHandlerException(fault.ExceptionType, fault.Message),
             _ => throw new InvalidCastException($"the handler of '{entityType}' answered {status.GetType().Name}, not {typeof(TStatus).Name}"),
         };
+    }
+
+    /// <summary>
+    /// Sends like <see cref="SendAsync{TStatus}"/> for a caller that does not wait for the status and only needs to hear
+    /// of a failure: <paramref name="onFailure"/> runs (on the outbox's thread, so it must be short) if the layer gave up
+    /// (<see cref="ReliableMessagingException"/>) or the handler threw (<see cref="ReliableHandlerException"/>); a
+    /// successful status is dropped. The DLM sends every command and answer this way: its answers travel as messages of
+    /// their own, so per call this saves the awaiting state machine, a thread-pool hop to resume it and a continuation
+    /// on the actor system's termination. A send that lands in dead letters because the outbox already stopped is not
+    /// reported; that happens only while the actor system terminates, which ends the DLM's callers anyway.
+    /// </summary>
+    /// <exception cref="ReliableMessagingException">The actor system is terminated (nothing was sent).</exception>
+    public void Post(string entityType, string entityId, IProtocolMessage payload, Action<Exception> onFailure)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(entityType);
+        ArgumentNullException.ThrowIfNull(entityId);
+        ArgumentNullException.ThrowIfNull(payload);
+        ArgumentNullException.ThrowIfNull(onFailure);
+        if (system.WhenTerminated.IsCompleted)
+        {
+            throw new ReliableMessagingException("the node's actor system is terminated; the request was not sent");
+        }
+
+        // Continuations run synchronously where the outbox completes the call: the check below is a few microseconds.
+        var completion = new TaskCompletionSource<SerializedPayload>();
+        completion.Task.ContinueWith(
+            static (finished, state) =>
+            {
+                var (system, onFailure) = ((ActorSystem, Action<Exception>))state!;
+                try
+                {
+                    if (!finished.IsCompletedSuccessfully)
+                    {
+                        onFailure(finished.Exception?.GetBaseException() ?? new ReliableMessagingException("the call was cancelled"));
+                    }
+                    else if (PayloadCodec.Deserialize(system, finished.Result) is HandlerFault fault)
+                    {
+                        onFailure(new ReliableHandlerException(fault.ExceptionType, fault.Message));
+                    }
+                }
+                catch (Exception ex)
+                {
+                    system.Log.Error(ex, "Reporting the outcome of a posted call failed");
+                }
+            },
+            (system, onFailure),
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+        outbox.Tell(new OutboxSend(entityType, entityId, PayloadCodec.Serialize(system, payload), completion));
     }
 }

@@ -10,7 +10,8 @@ namespace Lockstep.Actors.Serialization;
 /// cancel, completion, blocking AST). Hyperion with version tolerance writes type and field names:
 /// ~600 bytes and ~18 µs (serialize + deserialize, measured on this machine) for one request or
 /// completion, three of which cross the wire per remote cycle. Here a message is a one-letter manifest
-/// and a few dozen bytes. The layout is positional: a field added to one of these records needs a new
+/// and a few dozen bytes. <see cref="LockTrafficAccepted"/> is here too: it is the reliable layer's status of every
+/// lock command, serialized by the receiving holder and read back by the sender once per command. The layout is positional: a field added to one of these records needs a new
 /// manifest (and both must be read while a cluster runs mixed versions).
 /// </summary>
 public sealed class LockWireSerializer(ExtendedActorSystem system) : SerializerWithStringManifest(system)
@@ -19,7 +20,7 @@ public sealed class LockWireSerializer(ExtendedActorSystem system) : SerializerW
     public const int SerializerId = 742;
 
     /// <summary>The message types this serializer is bound to (the rest of the protocol stays on Hyperion).</summary>
-    public static readonly IReadOnlyList<Type> Types = [typeof(LockRequest), typeof(ConvertLock), typeof(UnlockLock), typeof(CancelLock), typeof(LockCompleted), typeof(BlockingAst)];
+    public static readonly IReadOnlyList<Type> Types = [typeof(LockRequest), typeof(ConvertLock), typeof(UnlockLock), typeof(CancelLock), typeof(LockCompleted), typeof(BlockingAst), typeof(LockTrafficAccepted)];
 
     private const string Request = "R";
     private const string Convert = "V";
@@ -27,6 +28,7 @@ public sealed class LockWireSerializer(ExtendedActorSystem system) : SerializerW
     private const string Cancel = "C";
     private const string Completed = "D";
     private const string Bast = "B";
+    private const string Accepted = "A";
 
     private static readonly Dictionary<string, string> ByTypeName = new()
     {
@@ -36,6 +38,7 @@ public sealed class LockWireSerializer(ExtendedActorSystem system) : SerializerW
         [Qualified(typeof(CancelLock))] = Cancel,
         [Qualified(typeof(LockCompleted))] = Completed,
         [Qualified(typeof(BlockingAst))] = Bast,
+        [Qualified(typeof(LockTrafficAccepted))] = Accepted,
     };
 
     public LockWireSerializer(ExtendedActorSystem system, Akka.Configuration.Config config) : this(system)
@@ -52,6 +55,7 @@ public sealed class LockWireSerializer(ExtendedActorSystem system) : SerializerW
         CancelLock => Cancel,
         LockCompleted => Completed,
         BlockingAst => Bast,
+        LockTrafficAccepted => Accepted,
         _ => throw new SerializationException($"{nameof(LockWireSerializer)} cannot serialize {o?.GetType().FullName ?? "null"}"),
     };
 
@@ -107,6 +111,9 @@ public sealed class LockWireSerializer(ExtendedActorSystem system) : SerializerW
                     w.Write(m.LockId);
                     w.Write((byte)m.BlockedMode);
                     break;
+                case LockTrafficAccepted m:
+                    w.Write(m.Applied);
+                    break;
                 default:
                     throw new SerializationException($"{nameof(LockWireSerializer)} cannot serialize {obj?.GetType().FullName ?? "null"}");
             }
@@ -130,6 +137,7 @@ public sealed class LockWireSerializer(ExtendedActorSystem system) : SerializerW
                 Cancel => new CancelLock(r.ReadString(), r.ReadInt64()),
                 Completed => new LockCompleted(r.ReadString(), r.ReadInt64(), (LockOperation)r.ReadByte(), (LockStatus)r.ReadByte(), (LockMode)r.ReadByte(), ReadBytes(r), r.ReadInt64(), (LockResultFlags)r.ReadByte()),
                 Bast => new BlockingAst(r.ReadString(), r.ReadInt64(), (LockMode)r.ReadByte()),
+                Accepted => r.ReadBoolean() ? LockTrafficAccepted.Delivered : LockTrafficAccepted.Skipped,
                 _ => throw new SerializationException($"{nameof(LockWireSerializer)}: unknown manifest '{manifest}' ({bytes.Length} bytes)"),
             };
             if (r.BaseStream.Position != bytes.Length)

@@ -60,9 +60,10 @@ public static class LockCommands
         var intervalLog = new Option<string?>("--interval-log") { Description = "Append every EX hold (node, client, start, end) to this file; check it with `lockstep lock check-intervals`." };
         var timeout = new Option<int>("--timeout") { Description = "Seconds the run may take.", DefaultValueFactory = _ => 300 };
         var patience = new Option<int>("--patience") { Description = "Seconds a request may go unanswered on a live stream before it counts as never returned.", DefaultValueFactory = _ => 60 };
+        var shared = new Option<bool>("--shared-counter") { Description = "Other runs (e.g. one per node) increment the same counter meanwhile: check only found >= completed here; whoever started them checks the total." };
         var command = new Command("torture-sessions", "Counter torture from this process through gRPC sessions on every --node; survives nodes dying and coming back (clients reconnect). Exit 1 unless every request returned and the counter is within the completed increments.")
         {
-            nodes, perNode, iterations, holdMs, intervalLog, timeout, patience,
+            nodes, perNode, iterations, holdMs, intervalLog, timeout, patience, shared,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -86,7 +87,8 @@ public static class LockCommands
             }
 
             var settings = new LockSessionTortureSettings(parsed.Select(p => p.Uri!).ToList(), parse.GetValue(perNode), parse.GetValue(iterations),
-                TimeSpan.FromMilliseconds(parse.GetValue(holdMs)), parse.GetValue(intervalLog), TimeSpan.FromSeconds(parse.GetValue(timeout)), TimeSpan.FromSeconds(parse.GetValue(patience)));
+                TimeSpan.FromMilliseconds(parse.GetValue(holdMs)), parse.GetValue(intervalLog), TimeSpan.FromSeconds(parse.GetValue(timeout)), TimeSpan.FromSeconds(parse.GetValue(patience)),
+                SharedCounter: parse.GetValue(shared));
             try
             {
                 var result = await LockSessionTorture.RunAsync(settings, Console.Out, ct);

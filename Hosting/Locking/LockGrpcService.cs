@@ -204,6 +204,11 @@ public sealed class LockGrpcService(LockingService locks, ILogger<LockGrpcServic
             {
                 Error(id, ex.Message);
             }
+            catch (TimeoutException ex)
+            {
+                // The registry stayed out of reach (this node cut off): the client gets why, and may open again.
+                Error(id, $"could not open lockspace '{open.Lockspace}': {ex.Message}");
+            }
         }
 
         private async Task RunAsync(ILockspace space, ulong id, ClientMessage message)

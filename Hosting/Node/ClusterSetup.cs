@@ -2,6 +2,7 @@ using Akka.Cluster.Hosting;
 using Akka.Cluster.Hosting.SBR;
 using Akka.Hosting;
 using Akka.Remote.Hosting;
+using Lockstep.Actors.Membership;
 using Lockstep.Actors.Serialization;
 
 namespace Lockstep.Hosting.Node;
@@ -53,6 +54,13 @@ public static class ClusterSetup
                 SeedNodes = seeds.Length > 0 ? seeds : [SelfAddress(options)],
                 Roles = ["lockstep"],
                 SplitBrainResolver = new KeepMajorityOption(),
+            })
+            .WithActors((system, _) =>
+            {
+                if (options.Cluster.DownRefusingMembers)
+                {
+                    system.ActorOf(RefusedConnectDowningActor.Props(new RefusedConnectDowningOptions()), RefusedConnectDowningActor.Name);
+                }
             });
     }
 

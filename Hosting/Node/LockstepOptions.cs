@@ -45,6 +45,14 @@ public sealed class LockstepOptions
         public TimeSpan StableAfter { get; set; } = TimeSpan.FromSeconds(1);
 
         /// <summary>
+        /// Down an unreachable member at once, without waiting for <see cref="StableAfter"/>, when three TCP connects to
+        /// its remoting port in a row are refused: only a dead process makes its host refuse, a partition never does
+        /// (Actors/Membership/RefusedConnectDowningState). Turn off where a firewall between members answers the
+        /// remoting port with resets or ICMP port-unreachable (<c>reject</c>): there a refusal proves nothing.
+        /// </summary>
+        public bool DownRefusingMembers { get; set; } = true;
+
+        /// <summary>
         /// How long remoting waits before it reconnects to a node after an association failed (Akka's
         /// <c>retry-gate-closed-for</c>, 5 s by default). Everything sent to that node meanwhile is dropped, so on a
         /// flapping link the 5 s default kept one node cut off for as long as the flapping lasted (measured with

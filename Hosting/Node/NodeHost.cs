@@ -17,7 +17,16 @@ public static class NodeHost
         // Validate the journal choice before anything listens, so a bad flag is one clear line.
         var journal = JournalSettings.From(options.Journal.Provider, options.Journal.ConnectionString, options.DataDirectory);
 
-        var builder = WebApplication.CreateSlimBuilder();
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            // The host's default appsettings sources reload on change, which watches the content root recursively
+            // with inotify, and the content root defaults to the working directory. A node started where its data
+            // lives (the default --data is ./data) then woke a watcher thread and lstat'ed a leg for every write to
+            // it (perf: 7-12 % of the node's CPU under NBD writes; started in /, it watched the whole filesystem).
+            // ServeCommand has layered the configuration already, so the host needs no reloading and no watched root.
+            ContentRootPath = AppContext.BaseDirectory,
+            Args = ["--hostBuilder:reloadConfigOnChange=false"],
+        });
         builder.Configuration.AddConfiguration(configuration);
         builder.WebHost.UseKestrel(kestrel =>
         {

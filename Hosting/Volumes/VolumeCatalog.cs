@@ -33,16 +33,13 @@ public sealed record LocalRecovery(ResyncReport Report, RecoveryTrigger Trigger)
 /// <see cref="VolumeLease"/>s). Operations that need the legs to themselves (copying a new leg, delete) close the
 /// local device first and refuse while connections hold it.
 /// <para>
-/// Bitmap slot: the DLM slot service (stable slot per node id) is not there yet, so every node writes bitmap
-/// slot 0 (DLM slot 1). That is right for one node serving a volume; the cluster recovery work replaces
-/// <see cref="NodeSlot"/> with the node's lockspace slot.
+/// Bitmap slot: each node writes its own slot of a volume, its slot in the volume's DLM lockspace − 1
+/// (<see cref="NodeBitmapSlot"/>), and crash recovery (at start and at open) reads only that slot. Other nodes'
+/// slots are left to the cluster recovery (a dead node's slot is resynced by a survivor under its bitmap lock).
 /// </para>
 /// </summary>
 public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
 {
-    /// <summary>Bitmap slot this node writes (0-based; DLM slot 1). See the class remarks.</summary>
-    public const int NodeSlot = 0;
-
     /// <summary>How long a management command waits for its entity.</summary>
     public static readonly TimeSpan CommandTimeout = TimeSpan.FromSeconds(60);
 
@@ -55,15 +52,26 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
     private readonly Dictionary<string, OpenVolume> _open = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SemaphoreSlim> _gates = new(StringComparer.Ordinal);
     private readonly Dictionary<string, LocalRecovery> _recoveries = new(StringComparer.Ordinal);
+    private readonly Dictionary<Guid, int> _bitmapSlots = [];
+    private readonly INodeSlotSource _slots;
+    private readonly MirrorVolumeOptions _deviceOptions;
     private readonly Lock _lock = new();
     private volatile IReadOnlyList<ExportDescription> _exports = [];
     private bool _disposed;
 
     /// <summary>Creates the catalog over the node's actor registry (the regions are looked up lazily).</summary>
-    public VolumeCatalog(ActorRegistry actors, ILoggerFactory loggers)
+    /// <param name="actors">The node's actor registry (volume regions).</param>
+    /// <param name="loggers">Loggers.</param>
+    /// <param name="slots">Where this node's lockspace slot comes from (the DLM in a node).</param>
+    /// <param name="deviceOptions">Options of every opened device, its cache mode replaced by the volume's (defaults when null).</param>
+    public VolumeCatalog(ActorRegistry actors, ILoggerFactory loggers, INodeSlotSource slots, MirrorVolumeOptions? deviceOptions = null)
     {
         _actors = actors;
         _loggers = loggers;
+        _slots = slots;
+        // Only this node's slot: another node's bits are its writes in flight, or its crash's, which the cluster
+        // recovery resyncs under that slot's lock; copying them here could race with that node's writes.
+        _deviceOptions = (deviceOptions ?? new MirrorVolumeOptions()) with { RecoverAllSlots = false };
         _logger = loggers.CreateLogger<VolumeCatalog>();
     }
 
@@ -209,19 +217,56 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
                 }
             }
 
-            var device = await MirrorVolume.OpenAsync(info.Descriptor, NodeSlot, new EntityVolumeEvents(this, name), _loggers.CreateLogger("Lockstep.Volumes." + name),
-                new MirrorVolumeOptions { Cache = info.Cache }, cancellation);
+            var slot = await BitmapSlotAsync(info.Descriptor, cancellation);
+            var device = await MirrorVolume.OpenAsync(info.Descriptor, slot, new EntityVolumeEvents(this, name), _loggers.CreateLogger("Lockstep.Volumes." + name),
+                _deviceOptions with { Cache = info.Cache }, cancellation);
             var report = device.Recovery;
             await device.DisposeAsync();
             Record(name, new LocalRecovery(report, RecoveryTrigger.Start));
             _logger.LogInformation("Volume {Volume}: crash recovery at node start (slot {Slot}, generation {Generation}): {Chunks} chunk(s) resynced after the last crash ({Bytes} bytes, {Elapsed} ms)",
-                name, NodeSlot, info.Descriptor.Generation, report.ChunksResynced, report.Bytes, (long)report.Elapsed.TotalMilliseconds);
+                name, slot, info.Descriptor.Generation, report.ChunksResynced, report.Bytes, (long)report.Elapsed.TotalMilliseconds);
             return report;
         }
         finally
         {
             gate.Release();
         }
+    }
+
+    /// <summary>
+    /// This node's bitmap slot (0-based) in the volume: its slot in the volume's lockspace − 1, asked once per volume
+    /// UUID (it never changes). Throws <see cref="BlockIoException"/> (Unavailable) when the volume has no slot for this
+    /// node or the lockspace registry did not answer: the volume is not opened then.
+    /// </summary>
+    public async Task<int> BitmapSlotAsync(VolumeDescriptor volume, CancellationToken cancellation = default)
+    {
+        lock (_lock)
+        {
+            if (_bitmapSlots.TryGetValue(volume.VolumeId, out var known))
+            {
+                return known;
+            }
+        }
+
+        var lockspace = NodeBitmapSlot.LockspaceName(volume.VolumeId);
+        int lockspaceSlot;
+        try
+        {
+            lockspaceSlot = await _slots.LockspaceSlotAsync(lockspace, cancellation);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellation.IsCancellationRequested)
+        {
+            throw new BlockIoException(BlockIoError.Unavailable,
+                $"volume '{volume.Name}': this node's bitmap slot is unknown: joining lockspace {lockspace} failed: {e.Message}", e);
+        }
+
+        var slot = NodeBitmapSlot.FromLockspaceSlot(volume, _slots.NodeId, lockspaceSlot);
+        lock (_lock)
+        {
+            _bitmapSlots[volume.VolumeId] = slot;
+        }
+
+        return slot;
     }
 
     private void Record(string name, LocalRecovery recovery)
@@ -305,12 +350,13 @@ public sealed class VolumeCatalog : IExportCatalog, IAsyncDisposable
             // A leg added while the volume was in use (or a copy cut short by a crash) is copied before the volume serves.
             info = await ResyncLegsAsync(info, cancellation);
             var events = new EntityVolumeEvents(this, name);
-            var device = await MirrorVolume.OpenAsync(info.Descriptor, NodeSlot, events, _loggers.CreateLogger("Lockstep.Volumes." + name),
-                new MirrorVolumeOptions { Cache = info.Cache }, cancellation);
+            var slot = await BitmapSlotAsync(info.Descriptor, cancellation);
+            var device = await MirrorVolume.OpenAsync(info.Descriptor, slot, events, _loggers.CreateLogger("Lockstep.Volumes." + name),
+                _deviceOptions with { Cache = info.Cache }, cancellation);
             var report = device.Recovery;
             Record(name, new LocalRecovery(report, RecoveryTrigger.Open));
             _logger.LogInformation("Volume {Volume} open on this node (slot {Slot}, generation {Generation}, cache {Cache}): {Chunks} chunk(s) resynced after the last crash ({Bytes} bytes, {Elapsed} ms)",
-                name, NodeSlot, info.Descriptor.Generation, VolumeState.CacheModeName(info.Cache), report.ChunksResynced, report.Bytes, (long)report.Elapsed.TotalMilliseconds);
+                name, slot, info.Descriptor.Generation, VolumeState.CacheModeName(info.Cache), report.ChunksResynced, report.Bytes, (long)report.Elapsed.TotalMilliseconds);
             var open = new OpenVolume(device);
             lock (_lock)
             {

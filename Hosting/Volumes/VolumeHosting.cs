@@ -4,6 +4,7 @@ using Akka.Cluster.Hosting;
 using Akka.DependencyInjection;
 using Akka.Hosting;
 using Lockstep.Actors.BlockIo;
+using Lockstep.Actors.Locking;
 using Lockstep.Actors.Volumes;
 using Lockstep.Contracts.Volumes;
 using Lockstep.Hosting.Node;
@@ -17,6 +18,7 @@ public static class VolumeHosting
     public static IServiceCollection AddLockstepVolumes(this IServiceCollection services, LockstepOptions options)
     {
         services.AddSingleton<ILegProvisioner>(sp => new LegProvisioner(sp.GetRequiredService<ILoggerFactory>().CreateLogger("Lockstep.Volumes.Legs")));
+        services.AddSingleton<INodeSlotSource>(sp => new DlmNodeSlotSource(sp.GetRequiredService<ILockManager>()));
         services.AddSingleton<VolumeCatalog>();
         services.AddSingleton<IExportCatalog>(sp => sp.GetRequiredService<VolumeCatalog>());
         services.AddHostedService<VolumeStartup>();

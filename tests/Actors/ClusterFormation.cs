@@ -1,6 +1,5 @@
 using Akka.Actor;
 using Akka.Cluster;
-using Xunit;
 
 namespace Lockstep.Actors.Tests;
 
@@ -16,11 +15,9 @@ internal static class ClusterFormation
             await Cluster.Get(node).JoinAsync(seed).WaitAsync(TimeSpan.FromSeconds(30));
         }
 
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (nodes.Any(node => Cluster.Get(node).State.Members.Count(m => m.Status == MemberStatus.Up) < nodes.Count))
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"the {nodes.Count} nodes did not all see each other Up within 30 s");
-            await Task.Delay(50);
-        }
+        await Polling.UntilAsync(
+            () => nodes.All(node => Cluster.Get(node).State.Members.Count(m => m.Status == MemberStatus.Up) >= nodes.Count),
+            TimeSpan.FromSeconds(30),
+            $"the {nodes.Count} nodes to see each other Up");
     }
 }

@@ -14,13 +14,17 @@ public sealed class MirrorVolumeTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    [Fact]
-    public async Task Concurrent_aligned_and_unaligned_writes_and_reads_verify_and_leave_the_legs_identical()
+    // Writeback with two legs runs the second leg on a writer thread or on the request's thread (LegWriter); the
+    // lengths below go both ways around ParallelLegWriteBytes (64 KiB).
+    [Theory]
+    [InlineData(VolumeCacheMode.Direct)]
+    [InlineData(VolumeCacheMode.Writeback)]
+    public async Task Concurrent_aligned_and_unaligned_writes_and_reads_verify_and_leave_the_legs_identical(VolumeCacheMode cache)
     {
         const int workers = 8;
         const long region = 2 << 20; // each worker owns a region, so its model is exact
         var descriptor = await CreateAsync(_dir, size: workers * region);
-        var (volume, _) = await OpenAsync(descriptor);
+        var (volume, _) = await OpenAsync(descriptor, options: new MirrorVolumeOptions { Cache = cache });
         await using (volume)
         {
             await Task.WhenAll(Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
@@ -205,18 +209,21 @@ public sealed class MirrorVolumeTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task A_leg_that_fails_writes_leaves_the_mirror_and_io_goes_on_with_the_other()
+    [Theory]
+    [InlineData(VolumeCacheMode.Direct, true)]
+    [InlineData(VolumeCacheMode.Writeback, true)]
+    [InlineData(VolumeCacheMode.Writeback, false)] // a plain write: the failing leg is written by its writer thread or the request's thread
+    public async Task A_leg_that_fails_writes_leaves_the_mirror_and_io_goes_on_with_the_other(VolumeCacheMode cache, bool forceUnitAccess)
     {
         var descriptor = await CreateAsync(_dir);
         var events = new RecordingEvents();
-        var (volume, legs) = await OpenAsync(descriptor, events);
+        var (volume, legs) = await OpenAsync(descriptor, events, new MirrorVolumeOptions { Cache = cache });
         var bad = descriptor.Legs[1];
         await using (volume)
         {
             await volume.WriteAsync(0, Pattern(8192, 1), false);
             legs[bad.LegId].FailWrites = true;
-            await volume.WriteAsync(4096, Pattern(65536, 2), forceUnitAccess: true); // acknowledged by the good leg
+            await volume.WriteAsync(4096, Pattern(65536, 2), forceUnitAccess); // acknowledged by the good leg
             Assert.Equal(bad.LegId, await Within(events.FirstFailure.Task, "LegFailed"));
             Assert.Contains("injected write error", events.Failed.Single().Reason, StringComparison.Ordinal);
             Assert.Equal([descriptor.Legs[0].LegId], volume.ActiveLegs);

@@ -288,14 +288,16 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
                 && type.StartsWith(LockChannels.CommandPrefix, StringComparison.Ordinal)
                 && uid == sender.Uid && address == sender.Address.ToString());
 
-    private static Channel<LockspaceRecoveryEvent> Collect(ILockspace space)
+    internal static Channel<LockspaceRecoveryEvent> Collect(ILockspace space)
     {
         var channel = Channel.CreateUnbounded<LockspaceRecoveryEvent>();
         space.Recovery += e => channel.Writer.TryWrite(e);
         return channel;
     }
 
-    private static async Task<LockspaceRecoveryEvent> Next(Channel<LockspaceRecoveryEvent> events, RecoveryStage stage, string what)
+    /// <summary>The next event of <paramref name="stage"/> (that also passes <paramref name="match"/>, when given); others are skipped.</summary>
+    internal static async Task<LockspaceRecoveryEvent> Next(
+        Channel<LockspaceRecoveryEvent> events, RecoveryStage stage, string what, Func<LockspaceRecoveryEvent, bool>? match = null)
     {
         using var cts = new CancellationTokenSource(Patience);
         try
@@ -303,7 +305,7 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
             while (true)
             {
                 var e = await events.Reader.ReadAsync(cts.Token);
-                if (e.Stage == stage)
+                if (e.Stage == stage && (match is null || match(e)))
                 {
                     return e;
                 }

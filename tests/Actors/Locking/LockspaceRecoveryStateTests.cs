@@ -140,6 +140,43 @@ public sealed class LockspaceRecoveryStateTests
     }
 
     [Fact]
+    public void Down_of_a_member_proven_gone_starts_recovery_even_while_it_still_looks_reachable()
+    {
+        var s = ThreeMembers();
+        Assert.Empty(s.ProcessGone(C)); // proof alone does nothing: only a Down ends a member
+        Assert.True(s.IsGranting);
+        var effects = s.Downed(C);
+        Assert.IsType<EnterPrepEffect>(effects[0]);
+        Assert.Equal([C], Assert.IsType<RunSlotEffect>(effects[1]).Dead);
+        Assert.Empty(s.Unreachable(C)); // the detector's late verdict about a removed member changes nothing
+        s.SlotDone(1);
+        Assert.IsType<RecoveryDoneEffect>(Assert.Single(s.Ack(B, 1, [C])));
+    }
+
+    [Fact]
+    public void A_reachable_member_downed_before_its_proof_is_recovered_when_the_proof_arrives_and_not_before()
+    {
+        var s = ThreeMembers();
+        Assert.Empty(s.Downed(C));
+        Assert.True(s.IsGranting);
+        Assert.Empty(s.ProcessGone(B)); // another member's proof starts nothing
+        var effects = s.ProcessGone(C);
+        Assert.Equal([C], Assert.IsType<RunSlotEffect>(effects[1]).Dead);
+        Assert.Equal(1, s.Generation);
+    }
+
+    [Fact]
+    public void A_withdrawn_proof_no_longer_lets_a_down_of_a_reachable_member_start_recovery()
+    {
+        var s = ThreeMembers();
+        s.ProcessGone(C);
+        s.ProcessGoneWithdrawn(C);
+        Assert.Empty(s.Downed(C));
+        Assert.Equal(0, s.Generation);
+        Assert.True(s.IsGranting);
+    }
+
+    [Fact]
     public void Majority_counts_this_node_and_every_member_not_removed()
     {
         var s = ThreeMembers();

@@ -25,6 +25,8 @@ public sealed class LockWireSerializerTests : IDisposable
         new LockCompleted("ls/r", 9, LockOperation.Convert, LockStatus.Fenced, LockMode.CR, Lvb, long.MaxValue, LockResultFlags.ValNotValid | LockResultFlags.Demoted),
         new LockCompleted("ls/r", 9, LockOperation.Unlock, LockStatus.Unlocked, LockMode.NL, null, 0, LockResultFlags.None),
         new BlockingAst("ls/r", 10, LockMode.PR),
+        LockTrafficAccepted.Delivered,
+        LockTrafficAccepted.Skipped,
     ];
 
     [Theory]

@@ -49,6 +49,10 @@ public sealed class ProtocolRoundTripTests : IDisposable
         {
             Assert.IsType<LockWireSerializer>(serializer);
         }
+        else if (MessagingWireSerializer.Types.Contains(type))
+        {
+            Assert.IsType<MessagingWireSerializer>(serializer);
+        }
         else
         {
             Assert.IsType<LockstepHyperionSerializer>(serializer);

@@ -80,6 +80,42 @@ public sealed class ChildProcess : IAsyncDisposable
     /// <summary>Whether it has exited.</summary>
     public bool HasExited => process.HasExited;
 
+    /// <summary>Its exit code once it has exited; null while it runs.</summary>
+    public int? ExitCode => process.HasExited ? process.ExitCode : null;
+
+    /// <summary>
+    /// A post-mortem of a long-running node for a failure message: running or its exit code (with the signal, if one
+    /// killed it), the last lines of stderr, the stdout lines that tell why a node goes away (downing, the resolver,
+    /// fencing, unreachability, exceptions) and the last lines of stdout.
+    /// </summary>
+    public string Describe(string name, int tailLines = 25)
+    {
+        var state = ExitCode switch
+        {
+            null => "still running",
+            > 128 and var code => $"exited with code {code} (signal {code - 128})",
+            var code => $"exited with code {code}",
+        };
+        var outcome = Outcome(ExitCode ?? -1);
+        var stdout = outcome.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var telling = stdout.Where(IsTelling).TakeLast(tailLines);
+        return $"""
+            ===== {name} (pid {Id}): {state}
+            --- stderr (last {tailLines} lines)
+            {string.Join('\n', outcome.StderrLines.TakeLast(tailLines))}
+            --- stdout: downing / resolver / fencing / unreachable / exception lines (last {tailLines})
+            {string.Join('\n', telling)}
+            --- stdout (last {tailLines} lines)
+            {string.Join('\n', stdout.TakeLast(tailLines))}
+            """;
+    }
+
+    private static bool IsTelling(string line) =>
+        TellingWords.Any(w => line.Contains(w, StringComparison.OrdinalIgnoreCase));
+
+    private static readonly string[] TellingWords =
+        ["SBR", "down", "fenc", "unreachable", "exception", "unhandled", "shutdown", "quarantin", "removed", "lockstep:"];
+
     /// <summary>Starts <paramref name="file"/> with stdin closed and both outputs captured.</summary>
     public static ChildProcess Start(string file, IEnumerable<string> args, string? workingDirectory = null, IReadOnlyDictionary<string, string>? environment = null)
     {

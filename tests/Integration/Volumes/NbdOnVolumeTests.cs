@@ -164,8 +164,7 @@ public sealed class NbdOnVolumeTests(ITestOutputHelper output) : IDisposable
         Assert.False(beforeOpen.GetProperty("openHere").GetBoolean(), $"no client connected yet, the volume must not be open: {beforeOpen}");
         var early = await again.CliAsync("volume", "verify", "crash");
         Assert.True(early.ExitCode == 0, $"legs must be identical after the start recovery, before any open: {early}");
-        Assert.Contains($"Volume crash: crash recovery at node start (slot 0, generation 1): {resynced} chunk(s) resynced after the last crash",
-            again.Process.Outcome(-1).Stdout + again.Process.Outcome(-1).Stderr);
+        await LoggedAsync(again, $"Volume crash: crash recovery at node start (slot 0, generation 1): {resynced} chunk(s) resynced after the last crash");
 
         byte[] image;
         await using (var reader = await RawNbdClient.ConnectAsync(again.NbdPort))
@@ -199,7 +198,7 @@ public sealed class NbdOnVolumeTests(ITestOutputHelper output) : IDisposable
         Assert.True(view.GetProperty("openHere").GetBoolean(), view.ToString());
         Assert.Equal("start", view.GetProperty("recovery").GetProperty("trigger").GetString());
         Assert.Equal(resynced, view.GetProperty("recovery").GetProperty("chunksResynced").GetInt64());
-        Assert.Contains("Volume crash open on this node (slot 0, generation 1, cache " + cache + "): 0 chunk(s) resynced", again.Process.Outcome(-1).Stdout + again.Process.Outcome(-1).Stderr);
+        await LoggedAsync(again, "Volume crash open on this node (slot 0, generation 1, cache " + cache + "): 0 chunk(s) resynced");
         var show = await again.CliAsync("volume", "show", "crash");
         Assert.True(show.ExitCode == 0, show.ToString());
         Assert.Contains($"{resynced} chunk(s) resynced at node start", show.Stdout);
@@ -209,6 +208,14 @@ public sealed class NbdOnVolumeTests(ITestOutputHelper output) : IDisposable
         Assert.True(verify.ExitCode == 0, verify.ToString());
         Assert.Contains("volume 'crash': 2 legs identical over 512 chunks", verify.Stdout);
     }
+
+    /// <summary>Waits for a line in the node's output: the console logger writes from its own queue, so a line may reach stdout just after HTTP shows what it reports.</summary>
+    private static Task LoggedAsync(Node node, string line) =>
+        Eventually.UntilAsync($"the log line '{line}'", TimeSpan.FromSeconds(30), () =>
+        {
+            var output = node.Process.Outcome(-1).Stdout + node.Process.Outcome(-1).Stderr;
+            return Task.FromResult((output.Contains(line, StringComparison.Ordinal), output[Math.Max(0, output.Length - 4000)..]));
+        });
 
     private static string Sha256(string path, long length)
     {

@@ -156,7 +156,22 @@ public sealed class VolumeRestartTests : IDisposable
             Assert.Equal("direct", shown.GetProperty("cache").GetString());
             Assert.Equal(2, shown.GetProperty("generation").GetInt64());
             Assert.False(shown.GetProperty("openHere").GetBoolean());
-            Assert.Contains("Volume wb: crash recovery at node start (slot 0, generation 2): 0 chunk(s) resynced", again.Outcome(-1).Stdout + again.Outcome(-1).Stderr);
+            // The console logger writes from its own queue: the line may reach stdout just after HTTP shows the report.
+            const string logged = "Volume wb: crash recovery at node start (slot 0, generation 2): 0 chunk(s) resynced";
+            await Eventually.UntilAsync("the start recovery's log line", TimeSpan.FromSeconds(30), () =>
+            {
+                var output = again.Outcome(-1).Stdout + again.Outcome(-1).Stderr;
+                return Task.FromResult((output.Contains(logged, StringComparison.Ordinal), output[Math.Max(0, output.Length - 4000)..]));
+            });
+
+            // The bitmap slot came from the DLM: the node joined the volume's lockspace and holds slot 1 there (bitmap slot 0).
+            var lockspace = "volume-" + Guid.Parse(shown.GetProperty("volumeId").GetString()!).ToString("N");
+            using (var lockspaces = JsonDocument.Parse(await http2.GetStringAsync("v1/lockspaces")))
+            {
+                var entry = lockspaces.RootElement.EnumerateArray().SingleOrDefault(l => l.GetProperty("name").GetString() == lockspace);
+                Assert.True(entry.ValueKind == JsonValueKind.Object, $"lockspace {lockspace} not in {lockspaces.RootElement}");
+                Assert.Equal([1], entry.GetProperty("slots").EnumerateArray().Select(x => x.GetProperty("slot").GetInt32()));
+            }
 
             var show = await Cli(httpPort2, "volume", "show", "wb");
             Assert.Contains("0 chunk(s) resynced at node start", show.Stdout);
@@ -187,6 +202,55 @@ public sealed class VolumeRestartTests : IDisposable
         Assert.True(verify.ExitCode == 0, verify.ToString());
         Assert.Contains("volume 'demo': 2 legs identical over 1024 chunks", verify.Stdout);
         Assert.Single(node.Outcome(-1).Stdout.Split('\n'), l => l.Trim() == url);
+    }
+
+    [Fact]
+    public async Task A_node_serving_legs_under_its_working_directory_watches_no_files()
+    {
+        // The default --data is ./data: a node started in its own folder has its legs under its working directory.
+        // A host that watched that directory for configuration changes woke a thread for every leg write.
+        var ports = FreePorts.Take(3);
+        await using var node = ChildProcess.Start(Repo.Lockstep,
+            ["serve", "--demo", "--port", $"{ports[0]}", "--http-port", $"{ports[1]}", "--nbd-port", $"{ports[2]}"], workingDirectory: _data);
+        var url = $"nbd://127.0.0.1:{ports[2]}/demo";
+        await Eventually.UntilAsync($"{url} on stdout", StartTimeout, () =>
+        {
+            var outcome = node.Outcome(-1);
+            if (node.HasExited)
+            {
+                Assert.Fail($"lockstep serve --demo exited early: {outcome}");
+            }
+
+            return Task.FromResult((outcome.Stdout.Split('\n').Any(l => l.Trim() == url), "no URL yet"));
+        });
+
+        Assert.True(File.Exists(Path.Combine(_data, "data", "legs", "demo-a.leg")), "the demo legs are under the working directory");
+        Assert.Equal(0, InotifyWatches(node.Id));
+    }
+
+    /// <summary>inotify watches the process holds, over all its inotify descriptors (/proc/PID/fdinfo).</summary>
+    private static int InotifyWatches(int pid)
+    {
+        var watches = 0;
+        foreach (var fd in Directory.GetFiles($"/proc/{pid}/fd"))
+        {
+            string? target;
+            try
+            {
+                target = new FileInfo(fd).LinkTarget;
+            }
+            catch (IOException)
+            {
+                continue; // closed meanwhile
+            }
+
+            if (target == "anon_inode:inotify")
+            {
+                watches += File.ReadLines($"/proc/{pid}/fdinfo/{Path.GetFileName(fd)}").Count(l => l.StartsWith("inotify wd:", StringComparison.Ordinal));
+            }
+        }
+
+        return watches;
     }
 
     public void Dispose()
