@@ -34,7 +34,8 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
     private readonly Dictionary<string, Address> _addresses = [];
     private readonly Dictionary<string, string> _nodeIds = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private LockspaceTable? _table;
+    // Every slot this node has seen handed out (slots never move, so merging replicas' tables is safe).
+    private LockspaceRegistryState _known = LockspaceRegistryState.Empty;
     private RecoveryAck? _lastAck;
     private bool _fenced;
     private bool _stayFencedLogged;
@@ -122,8 +123,20 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         {
             if (c.Key.Equals(LockspaceRegistryActor.Key))
             {
-                _table = c.Get(LockspaceRegistryActor.Key).Value;
+                _known = _known.Merge(c.Get(LockspaceRegistryActor.Key).Value);
             }
+        });
+        Receive<SlotTableRead>(m =>
+        {
+            if (m.Table is not null)
+            {
+                _known = _known.Merge(m.Table);
+            }
+
+            var dead = NodeIds(m.Dead);
+            _log.Info("Recovery {0}: recover_slot for [{1}]", m.Generation, string.Join(", ", dead));
+            _manager.RaiseRecovery(RecoveryStage.Slot, m.Generation, dead, _known.Table);
+            RunSlotAsync(m.Generation, dead).PipeTo(Self);
         });
         Receive<GetRecoveryStatus>(_ => Sender.Tell(new RecoveryStatus(_state.Phase, _state.Generation, _fenced, _state.Waiting())));
     }
@@ -226,14 +239,13 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
                 case EnterPrepEffect prep:
                     _gate.Close();
                     _log.Info("Recovery: recover_prep (generation {0}), granting stops", prep.Generation);
-                    _manager.RaiseRecovery(RecoveryStage.Prep, prep.Generation, [], _table);
+                    _manager.RaiseRecovery(RecoveryStage.Prep, prep.Generation, [], _known.Table);
                     Timers.StartSingleTimer(AckTimer, ResendAck.Instance, AckResendInterval);
                     break;
                 case RunSlotEffect slot:
-                    var dead = NodeIds(slot.Dead);
-                    _log.Info("Recovery {0}: recover_slot for [{1}]", slot.Generation, string.Join(", ", dead));
-                    _manager.RaiseRecovery(RecoveryStage.Slot, slot.Generation, dead, _table);
-                    RunSlotAsync(slot.Generation, dead).PipeTo(Self);
+                    // The registry writes a join to a majority only; this replica may not have the dead node's slot yet
+                    // (it joined just before dying), and recover_slot/recover_done must name it: read a majority first.
+                    ReadSlotTableAsync(slot.Generation, slot.Dead).PipeTo(Self);
                     break;
                 case SendAckEffect ack:
                     _lastAck = new RecoveryAck(_self, ack.Generation, ack.Covered);
@@ -248,7 +260,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
                     _gate.Open();
                     var slots = NodeIds(done.Dead);
                     _log.Info("Recovery {0}: recover_done for [{1}], granting resumes", done.Generation, string.Join(", ", slots));
-                    _manager.RaiseRecovery(RecoveryStage.Done, done.Generation, slots, _table);
+                    _manager.RaiseRecovery(RecoveryStage.Done, done.Generation, slots, _known.Table);
                     break;
             }
         }
@@ -360,7 +372,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
             _state.Unfenced();
             _gate.Fence(false);
             _log.Warning("Recovery: a majority is reachable again; taking new lock requests");
-            _manager.RaiseRecovery(RecoveryStage.Unfenced, _state.Generation, [], _table);
+            _manager.RaiseRecovery(RecoveryStage.Unfenced, _state.Generation, [], _known.Table);
         }
     }
 
@@ -376,8 +388,27 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         _gate.Fence(true);
         _manager.Client.Tell(FenceHandles.Instance);
         _log.Warning("Recovery: no majority for {0}; fenced (every lock handle is lost, new requests are refused)", _options.FenceTimeout);
-        _manager.RaiseRecovery(RecoveryStage.Fenced, _state.Generation, [], _table);
+        _manager.RaiseRecovery(RecoveryStage.Fenced, _state.Generation, [], _known.Table);
     }
+
+    private async Task<SlotTableRead> ReadSlotTableAsync(long generation, IReadOnlyList<string> dead)
+    {
+        var replicator = DistributedData.Get(Context.System).Replicator;
+        // Short: the survivors are reachable (recovery cannot finish otherwise) and recover_slot should not wait long.
+        var wait = TimeSpan.FromSeconds(1) < _options.AskTimeout ? TimeSpan.FromSeconds(1) : _options.AskTimeout;
+        try
+        {
+            var answer = await replicator.Ask<IGetResponse>(Dsl.Get(LockspaceRegistryActor.Key, new ReadMajority(wait)), wait + wait);
+            return new SlotTableRead(generation, dead, answer is GetSuccess success ? success.Get(LockspaceRegistryActor.Key).Value : null);
+        }
+        catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+        {
+            // Recovery does not wait on the registry: what this replica knows names the slots.
+            return new SlotTableRead(generation, dead, null);
+        }
+    }
+
+    private sealed record SlotTableRead(long Generation, IReadOnlyList<string> Dead, LockspaceTable? Table) : INoSerializationVerificationNeeded;
 
     private sealed record SlotWorkDone(long Generation, int Resources, int Reasserted, int Failed) : INoSerializationVerificationNeeded;
 
