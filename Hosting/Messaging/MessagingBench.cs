@@ -198,6 +198,8 @@ public static class MessagingBench
     /// <summary>One in-process bench member: loopback remoting on an ephemeral port, the product's cluster tuning and serializer.</summary>
     internal static Config NodeConfig() => ConfigurationFactory.ParseString("""
         akka.loglevel = WARNING
+        # The bench stops its members one by one; the survivors' disassociation stack traces are not results.
+        akka.remote.log-remote-lifecycle-events = off
         akka.actor.provider = cluster
         akka.remote.dot-netty.tcp { hostname = 127.0.0.1, port = 0 }
         akka.cluster.downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
