@@ -16,15 +16,24 @@ public sealed class LockBenchTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        _httpPort = LockNodeTests.HttpPortWithFreeGrpcPort();
-        _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{FreePorts.Take(1)[0]}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "bench1", "--data", _data]);
-        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
-        await Eventually.UntilReadyAsync(_http, Patience);
+        try
+        {
+            _httpPort = LockNodeTests.HttpPortWithFreeGrpcPort();
+            _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{FreePorts.Take(1)[0]}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "bench1", "--data", _data]);
+            _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
+            await Eventually.UntilReadyAsync(_http, Patience);
+        }
+        catch
+        {
+            // xUnit does not dispose a fixture whose initialisation failed: leave no node process behind.
+            await DisposeAsync();
+            throw;
+        }
     }
 
     public async Task DisposeAsync()
     {
-        _http.Dispose();
+        _http?.Dispose();
         if (_node is not null)
         {
             await _node.DisposeAsync();

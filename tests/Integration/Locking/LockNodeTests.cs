@@ -24,16 +24,25 @@ public sealed class LockNodeTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var remoting = FreePorts.Take(1)[0];
-        _httpPort = HttpPortWithFreeGrpcPort();
-        _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{remoting}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "lk1", "--data", _data]);
-        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
-        await Eventually.UntilReadyAsync(_http, Patience);
+        try
+        {
+            var remoting = FreePorts.Take(1)[0];
+            _httpPort = HttpPortWithFreeGrpcPort();
+            _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{remoting}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "lk1", "--data", _data]);
+            _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
+            await Eventually.UntilReadyAsync(_http, Patience);
+        }
+        catch
+        {
+            // xUnit does not dispose a fixture whose initialisation failed: leave no node process behind.
+            await DisposeAsync();
+            throw;
+        }
     }
 
     public async Task DisposeAsync()
     {
-        _http.Dispose();
+        _http?.Dispose();
         if (_node is not null)
         {
             await _node.DisposeAsync();

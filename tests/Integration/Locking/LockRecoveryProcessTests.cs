@@ -27,36 +27,45 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
 
     public async Task InitializeAsync()
     {
-        var remoting = FreePorts.Take(3);
-        for (var i = 0; i < 3; i++)
+        try
         {
-            _http[i] = LockNodeTests.HttpPortWithFreeGrpcPort();
-            var data = Directory.CreateTempSubdirectory("lockstep-recovery-").FullName;
-            _data.Add(data);
-            _nodes[i] = ChildProcess.Start(Repo.Lockstep,
-            [
-                "serve", "--port", $"{remoting[i]}", "--http-port", $"{_http[i]}", "--nbd-port", $"{FreePorts.Take(1)[0]}",
-                "--node-id", $"r{i + 1}", "--data", data, "--seed", $"127.0.0.1:{remoting[0]}",
-            ]);
-        }
+            var remoting = FreePorts.Take(3);
+            for (var i = 0; i < 3; i++)
+            {
+                _http[i] = LockNodeTests.HttpPortWithFreeGrpcPort();
+                var data = Directory.CreateTempSubdirectory("lockstep-recovery-").FullName;
+                _data.Add(data);
+                _nodes[i] = ChildProcess.Start(Repo.Lockstep,
+                [
+                    "serve", "--port", $"{remoting[i]}", "--http-port", $"{_http[i]}", "--nbd-port", $"{FreePorts.Take(1)[0]}",
+                    "--node-id", $"r{i + 1}", "--data", data, "--seed", $"127.0.0.1:{remoting[0]}",
+                ]);
+            }
 
-        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
-        await Eventually.UntilAsync("all three nodes to list three Up members", TimeSpan.FromSeconds(120), async () =>
-        {
-            try
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
+            await Eventually.UntilAsync("all three nodes to list three Up members", TimeSpan.FromSeconds(120), async () =>
             {
-                var counts = await Task.WhenAll(_http.Select(async port =>
+                try
                 {
-                    var body = await http.GetStringAsync($"http://127.0.0.1:{port}/cluster/members");
-                    return body.Split("\"status\":\"Up\"").Length - 1;
-                }));
-                return (counts.All(c => c == 3), string.Join(",", counts));
-            }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
-            {
-                return (false, ex.Message);
-            }
-        });
+                    var counts = await Task.WhenAll(_http.Select(async port =>
+                    {
+                        var body = await http.GetStringAsync($"http://127.0.0.1:{port}/cluster/members");
+                        return body.Split("\"status\":\"Up\"").Length - 1;
+                    }));
+                    return (counts.All(c => c == 3), string.Join(",", counts));
+                }
+                catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+                {
+                    return (false, ex.Message);
+                }
+            });
+        }
+        catch
+        {
+            // xUnit does not dispose a fixture whose initialisation failed: leave no node process behind.
+            await DisposeAsync();
+            throw;
+        }
     }
 
     public async Task DisposeAsync()
