@@ -58,10 +58,10 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         Receive<ClusterEvent.MemberUp>(m => MemberUp(m.Member));
         Receive<ClusterEvent.MemberLeft>(m => Apply(_state.Leaving(Key(m.Member.UniqueAddress))));
         Receive<ClusterEvent.MemberExited>(m => Apply(_state.Leaving(Key(m.Member.UniqueAddress))));
-        Receive<ClusterEvent.UnreachableMember>(m => Apply(_state.Unreachable(Key(m.Member.UniqueAddress))));
-        Receive<ClusterEvent.ReachableMember>(m => Apply(_state.Reachable(Key(m.Member.UniqueAddress))));
-        Receive<ClusterEvent.MemberDowned>(m => Apply(_state.Downed(Key(m.Member.UniqueAddress))));
-        Receive<ClusterEvent.MemberRemoved>(m => Apply(_state.Removed(Key(m.Member.UniqueAddress))));
+        Receive<ClusterEvent.UnreachableMember>(m => Apply(_state.Unreachable(Learn(m.Member))));
+        Receive<ClusterEvent.ReachableMember>(m => Apply(_state.Reachable(Learn(m.Member))));
+        Receive<ClusterEvent.MemberDowned>(m => Apply(_state.Downed(Learn(m.Member))));
+        Receive<ClusterEvent.MemberRemoved>(m => Apply(_state.Removed(Learn(m.Member))));
         Receive<ClusterEvent.IMemberEvent>(_ => { });
         Receive<MemberProcessGone>(m =>
         {
@@ -148,6 +148,18 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
     public static Props Props(LockManager manager, RecoveryGate gate, LockingOptions options) =>
         Akka.Actor.Props.Create(() => new LockRecoveryActor(manager, gate, options));
 
+    /// <summary>The member's key; its node id too when it carries the role (<see cref="NodeIdRole"/>).</summary>
+    private string Learn(Member member)
+    {
+        var key = Key(member.UniqueAddress);
+        if (NodeIdRole.TryFind(member.Roles, out var nodeId))
+        {
+            _nodeIds[key] = nodeId;
+        }
+
+        return key;
+    }
+
     /// <summary>A member's key: address and uid, so a node restarted on the same port is another member.</summary>
     public static string Key(UniqueAddress address) => $"{address.Address}#{address.Uid}";
 
@@ -213,7 +225,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
             return;
         }
 
-        var key = Key(member.UniqueAddress);
+        var key = Learn(member);
         _addresses[key] = member.Address;
         Apply(_state.MemberUp(key));
         if (key != _self)

@@ -34,7 +34,8 @@ internal static class ServeStartup
 
     /// <summary>Everything checkable before start; the first problem as one line, or null.</summary>
     public static string? Preflight(LockstepOptions options, IConfiguration configuration) =>
-        CheckSeeds(options.Cluster.Seeds)
+        CheckNodeId(options.NodeId)
+        ?? CheckSeeds(options.Cluster.Seeds)
         ?? options.Messaging.Validate()
         ?? CheckLockTransport(configuration[LockTransportKey])
         ?? (options.Cluster.RetryGate <= TimeSpan.Zero ? $"Cluster:RetryGate must be positive, not {options.Cluster.RetryGate}" : null)
@@ -44,6 +45,15 @@ internal static class ServeStartup
         ?? CheckPortFree("remoting", "--port", options.Cluster.Host, options.Cluster.Port)
         ?? CheckPortFree("HTTP", "--http-port", options.Http.Host, options.Http.Port)
         ?? CheckPortFree("NBD", "--nbd-port", options.Nbd.Host, options.Nbd.Port);
+
+    /// <summary>
+    /// The node id names the node's lockspace and bitmap slots, its locks' owner, and goes into the cluster as a role
+    /// (<c>nodeid-{id}</c>, how recovery learns it): letters, digits, '.', '_' and '-', at most 64 characters.
+    /// </summary>
+    public static string? CheckNodeId(string? nodeId) =>
+        !string.IsNullOrEmpty(nodeId) && nodeId.Length <= 64 && nodeId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-')
+            ? null
+            : $"--node-id must be 1 to 64 letters, digits, '.', '_' or '-', not '{nodeId}'";
 
     /// <summary>The configuration key of the DLM's transport (env <c>Lockstep__Locking__Transport</c>).</summary>
     public const string LockTransportKey = "Lockstep:Locking:Transport";

@@ -2,6 +2,7 @@ using Akka.Cluster.Hosting;
 using Akka.Cluster.Hosting.SBR;
 using Akka.Hosting;
 using Akka.Remote.Hosting;
+using Lockstep.Actors.Locking;
 using Lockstep.Actors.Membership;
 using Lockstep.Actors.Serialization;
 
@@ -52,7 +53,8 @@ public static class ClusterSetup
             .WithClustering(new ClusterOptions
             {
                 SeedNodes = seeds.Length > 0 ? seeds : [SelfAddress(options)],
-                Roles = ["lockstep"],
+                // The node id as a role: recovery learns it from membership (Locking.NodeIdRole).
+                Roles = ["lockstep", NodeIdRole.For(options.NodeId)],
                 SplitBrainResolver = new KeepMajorityOption(),
             })
             .WithActors((system, _) =>

@@ -9,7 +9,7 @@ namespace Lockstep.Actors.Tests.Locking;
 
 /// <summary>
 /// Three cluster members in one process on 127.0.0.1, ephemeral ports, every remote message serialized,
-/// each running the DLM under node ids n1, n2, n3.
+/// each running the DLM under node ids n1, n2, n3 (also their roles, <see cref="NodeIdRole"/>).
 /// </summary>
 public sealed class ThreeNodeCluster : IAsyncLifetime
 {
@@ -76,7 +76,9 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
     {
         for (var i = 0; i < 3; i++)
         {
-            Systems[i] = ActorSystem.Create("locktest", ConfigurationFactory.ParseString(ExtraHocon).WithFallback(Config));
+            // Each member carries its node id as a role, as `lockstep serve` does (NodeIdRole).
+            var role = ConfigurationFactory.ParseString($"akka.cluster.roles = [\"{NodeIdRole.For($"n{i + 1}")}\"]");
+            Systems[i] = ActorSystem.Create("locktest", ConfigurationFactory.ParseString(ExtraHocon).WithFallback(role).WithFallback(Config));
         }
 
         var seed = Cluster.Get(Systems[0]).SelfAddress;

@@ -40,6 +40,23 @@ public sealed class ServeStartupTests
             $"Locking:Transport must be reliable or direct (Lockstep:Locking:Transport, env Lockstep__Locking__Transport), not '{value}'",
             ServeStartup.CheckLockTransport(value));
 
+    [Theory]
+    [InlineData("n1")]
+    [InlineData("node-3.rack_2")]
+    public void Plain_node_ids_pass(string nodeId) => Assert.Null(ServeStartup.CheckNodeId(nodeId));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("a b")]
+    [InlineData("n\"1")]
+    [InlineData("node:1")]
+    public void Node_ids_that_cannot_be_a_role_or_a_slot_owner_are_refused(string nodeId) =>
+        Assert.Equal($"--node-id must be 1 to 64 letters, digits, '.', '_' or '-', not '{nodeId}'", ServeStartup.CheckNodeId(nodeId));
+
+    [Fact]
+    public void A_node_id_longer_than_64_characters_is_refused() =>
+        Assert.NotNull(ServeStartup.CheckNodeId(new string('a', 65)));
+
     [Fact]
     public void A_listening_port_is_reported_with_its_flag_and_a_free_one_passes()
     {

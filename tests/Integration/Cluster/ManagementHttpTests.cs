@@ -76,7 +76,7 @@ public sealed class ManagementHttpTests
         Assert.Equal(node.Address, self.GetProperty("node").GetString());
         Assert.True(long.TryParse(self.GetProperty("nodeUid").GetString(), out _), "nodeUid is a number written as a string");
         Assert.Equal("Up", self.GetProperty("status").GetString());
-        Assert.Equal(["lockstep"], self.GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal(["lockstep", "nodeid-shape"], self.GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
 
         foreach (var address in new[] { Uri.EscapeDataString(node.Address), node.Address["akka.tcp://lockstep@".Length..] })
         {
