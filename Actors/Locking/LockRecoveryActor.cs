@@ -29,6 +29,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
     private readonly RecoveryGate _gate;
     private readonly LockingOptions _options;
     private readonly Cluster _cluster;
+    private readonly IActorRef _replicator;
     private readonly string _self;
     private readonly LockspaceRecoveryState _state;
     private readonly Dictionary<string, Address> _addresses = [];
@@ -47,6 +48,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         _gate = gate;
         _options = options;
         _cluster = Cluster.Get(Context.System);
+        _replicator = DistributedData.Get(Context.System).Replicator;
         _self = Key(_cluster.SelfUniqueAddress);
         // Joining: the gate stays closed until every member told us it is not recovering anything we missed.
         _state = new LockspaceRecoveryState(_self, joining: true);
@@ -168,7 +170,7 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
         // A snapshot first, so the joining state knows when it has seen the whole first view.
         _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot, typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
         Timers.StartSingleTimer(HelloTimer, ResendHello.Instance, AckResendInterval);
-        DistributedData.Get(Context.System).Replicator.Tell(Dsl.Subscribe(LockspaceRegistryActor.Key, Self));
+        _replicator.Tell(Dsl.Subscribe(LockspaceRegistryActor.Key, Self));
         // Proofs that a member's process is gone (Membership.RefusedConnectDowningActor, where it runs).
         Context.System.EventStream.Subscribe(Self, typeof(MemberProcessGone));
     }
@@ -405,12 +407,11 @@ internal sealed class LockRecoveryActor : ReceiveActor, IWithTimers
 
     private async Task<SlotTableRead> ReadSlotTableAsync(long generation, IReadOnlyList<string> dead)
     {
-        var replicator = DistributedData.Get(Context.System).Replicator;
         // Short: the survivors are reachable (recovery cannot finish otherwise) and recover_slot should not wait long.
         var wait = TimeSpan.FromSeconds(1) < _options.AskTimeout ? TimeSpan.FromSeconds(1) : _options.AskTimeout;
         try
         {
-            var answer = await replicator.Ask<IGetResponse>(Dsl.Get(LockspaceRegistryActor.Key, new ReadMajority(wait)), wait + wait);
+            var answer = await _replicator.Ask<IGetResponse>(Dsl.Get(LockspaceRegistryActor.Key, new ReadMajority(wait)), wait + wait);
             return new SlotTableRead(generation, dead, answer is GetSuccess success ? success.Get(LockspaceRegistryActor.Key).Value : null);
         }
         catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)

@@ -47,16 +47,6 @@ public sealed class LegWriterTests
         }
     }
 
-    private static async Task UntilSleepingAsync(LegWriter writer)
-    {
-        for (var i = 0; i < 1000 && !writer.IsSleeping; i++)
-        {
-            await Task.Delay(10);
-        }
-
-        Assert.True(writer.IsSleeping, "the idle writer never went to sleep");
-    }
-
     [Fact]
     public async Task A_woken_writer_runs_a_write_its_request_never_ran()
     {
@@ -76,7 +66,7 @@ public sealed class LegWriterTests
     {
         var leg = new RecordingLeg();
         using var writer = new LegWriter("leg writer test");
-        await UntilSleepingAsync(writer);
+        await Polling.UntilAsync(() => writer.IsSleeping, TimeSpan.FromSeconds(10), "the idle writer to go to sleep");
         var write = new LegWrite();
         var done = write.Prepare(leg, 0, new byte[4096]);
         writer.Enqueue(write, wake: false);

@@ -185,7 +185,19 @@ public sealed class VolumeRestartTests : IDisposable
         await using var node = ChildProcess.Start(Repo.Lockstep,
             ["serve", "--demo", "--data", _data, "--port", $"{ports[0]}", "--http-port", $"{ports[1]}", "--nbd-port", $"{ports[2]}"]);
         var url = $"nbd://127.0.0.1:{ports[2]}/demo";
-        await Eventually.UntilAsync($"{url} on stdout", StartTimeout, () =>
+        await UntilPrintedAsync(node, url);
+
+        Assert.True(File.Exists(Path.Combine(_data, "legs", "demo-a.leg")));
+        Assert.True(File.Exists(Path.Combine(_data, "legs", "demo-b.leg")));
+        var verify = await ChildProcess.RunAsync(Repo.Lockstep, ["volume", "verify", "demo", "--node", $"127.0.0.1:{ports[1]}"], TimeSpan.FromSeconds(120));
+        Assert.True(verify.ExitCode == 0, verify.ToString());
+        Assert.Contains("volume 'demo': 2 legs identical over 1024 chunks", verify.Stdout);
+        Assert.Single(node.Outcome(-1).Stdout.Split('\n'), l => l.Trim() == url);
+    }
+
+    /// <summary>Waits until <c>serve --demo</c> printed <paramref name="url"/> on a line of its own; fails if it exited first.</summary>
+    private static Task UntilPrintedAsync(ChildProcess node, string url) =>
+        Eventually.UntilAsync($"{url} on stdout", StartTimeout, () =>
         {
             var outcome = node.Outcome(-1);
             if (node.HasExited)
@@ -195,14 +207,6 @@ public sealed class VolumeRestartTests : IDisposable
 
             return Task.FromResult((outcome.Stdout.Split('\n').Any(l => l.Trim() == url), "no URL yet"));
         });
-
-        Assert.True(File.Exists(Path.Combine(_data, "legs", "demo-a.leg")));
-        Assert.True(File.Exists(Path.Combine(_data, "legs", "demo-b.leg")));
-        var verify = await ChildProcess.RunAsync(Repo.Lockstep, ["volume", "verify", "demo", "--node", $"127.0.0.1:{ports[1]}"], TimeSpan.FromSeconds(120));
-        Assert.True(verify.ExitCode == 0, verify.ToString());
-        Assert.Contains("volume 'demo': 2 legs identical over 1024 chunks", verify.Stdout);
-        Assert.Single(node.Outcome(-1).Stdout.Split('\n'), l => l.Trim() == url);
-    }
 
     [Fact]
     public async Task A_node_serving_legs_under_its_working_directory_watches_no_files()
@@ -213,16 +217,7 @@ public sealed class VolumeRestartTests : IDisposable
         await using var node = ChildProcess.Start(Repo.Lockstep,
             ["serve", "--demo", "--port", $"{ports[0]}", "--http-port", $"{ports[1]}", "--nbd-port", $"{ports[2]}"], workingDirectory: _data);
         var url = $"nbd://127.0.0.1:{ports[2]}/demo";
-        await Eventually.UntilAsync($"{url} on stdout", StartTimeout, () =>
-        {
-            var outcome = node.Outcome(-1);
-            if (node.HasExited)
-            {
-                Assert.Fail($"lockstep serve --demo exited early: {outcome}");
-            }
-
-            return Task.FromResult((outcome.Stdout.Split('\n').Any(l => l.Trim() == url), "no URL yet"));
-        });
+        await UntilPrintedAsync(node, url);
 
         Assert.True(File.Exists(Path.Combine(_data, "data", "legs", "demo-a.leg")), "the demo legs are under the working directory");
         Assert.Equal(0, InotifyWatches(node.Id));
