@@ -279,20 +279,48 @@ public static class Eventually
 }
 
 /// <summary>Free loopback ports for tests that start their own node.</summary>
+/// <remarks>
+/// Ports come from below Linux's ephemeral range (32768-60999): a port the OS hands out for bind(0) is also what it
+/// hands to outgoing connections, and CI once lost a node start to one of those taking the HTTP port between this
+/// check and the node's bind. Each port is handed out once per test process, only from even thousands
+/// (20000-20999, 22000-22999, ... 30000-30999), so the gRPC port a node derives (HTTP + 1000) is never handed out
+/// to another node; it is checked free as well. The start is spread by process id so two test processes on one
+/// machine rarely walk the same ports.
+/// </remarks>
 public static class FreePorts
 {
-    /// <summary>Ports that were free a moment ago (the OS hands out distinct ephemeral ports).</summary>
+    private const int FirstBlock = 20, LastBlock = 30;
+    private static readonly int[] Candidates = Enumerable.Range(FirstBlock, LastBlock - FirstBlock + 1)
+        .Where(block => block % 2 == 0)
+        .SelectMany(block => Enumerable.Range(block * 1000, 1000))
+        .ToArray();
+
+    private static int _cursor = Environment.ProcessId * 997 % Candidates.Length;
+
+    /// <summary>Ports that are free now (and whose port + 1000 is free too), each handed out once per process.</summary>
     public static int[] Take(int count)
     {
-        var listeners = Enumerable.Range(0, count).Select(_ =>
+        var ports = new int[count];
+        for (var i = 0; i < count; i++)
         {
-            var l = new TcpListener(IPAddress.Loopback, 0);
-            l.Start();
-            return l;
-        }).ToList();
-        var ports = listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
-        listeners.ForEach(l => l.Stop());
+            ports[i] = Next();
+        }
+
         return ports;
+    }
+
+    private static int Next()
+    {
+        for (var attempt = 0; attempt < Candidates.Length; attempt++)
+        {
+            var port = Candidates[(Interlocked.Increment(ref _cursor) & int.MaxValue) % Candidates.Length];
+            if (IsFree(port) && IsFree(port + 1000))
+            {
+                return port;
+            }
+        }
+
+        throw new InvalidOperationException($"no free loopback port in {FirstBlock}000-{LastBlock}999");
     }
 
     /// <summary>Whether a loopback listener could bind <paramref name="port"/> just now.</summary>

@@ -18,7 +18,7 @@ public sealed class LockBenchTests : IAsyncLifetime
     {
         try
         {
-            _httpPort = LockNodeTests.HttpPortWithFreeGrpcPort();
+            _httpPort = FreePorts.Take(1)[0];
             _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{FreePorts.Take(1)[0]}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "bench1", "--data", _data]);
             _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
             await Eventually.UntilReadyAsync(_http, Patience);

@@ -27,7 +27,7 @@ public sealed class LockNodeTests : IAsyncLifetime
         try
         {
             var remoting = FreePorts.Take(1)[0];
-            _httpPort = HttpPortWithFreeGrpcPort();
+            _httpPort = FreePorts.Take(1)[0];
             _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{remoting}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "lk1", "--data", _data]);
             _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
             await Eventually.UntilReadyAsync(_http, Patience);
@@ -281,21 +281,6 @@ public sealed class LockNodeTests : IAsyncLifetime
         Assert.Contains("warning: akka.tcp://lockstep@10.0.0.9:4053 did not answer", text);
         Assert.Null(LockCommands.ParseNode("not a node"));
         Assert.Equal(new Uri("http://127.0.0.1:8559/"), LockCommands.ParseNode("127.0.0.1:8559"));
-    }
-
-    /// <summary>An ephemeral HTTP port whose gRPC port (HTTP + 1000) is free too.</summary>
-    internal static int HttpPortWithFreeGrpcPort()
-    {
-        for (var attempt = 0; attempt < 50; attempt++)
-        {
-            var port = FreePorts.Take(1)[0];
-            if (port + 1000 < 65536 && FreePorts.IsFree(port + 1000))
-            {
-                return port;
-            }
-        }
-
-        throw new InvalidOperationException("no HTTP port with a free port 1000 above it");
     }
 
     private static GrpcInbox Inbox(IAsyncStreamReader<ServerMessage> reader) => new(reader, Patience);

@@ -32,7 +32,7 @@ public sealed class LockRecoveryProcessTests(ITestOutputHelper output) : IAsyncL
             var remoting = FreePorts.Take(3);
             for (var i = 0; i < 3; i++)
             {
-                _http[i] = LockNodeTests.HttpPortWithFreeGrpcPort();
+                _http[i] = FreePorts.Take(1)[0];
                 var data = Directory.CreateTempSubdirectory("lockstep-recovery-").FullName;
                 _data.Add(data);
                 _nodes[i] = ChildProcess.Start(Repo.Lockstep,

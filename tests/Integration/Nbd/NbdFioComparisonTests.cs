@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using Lockstep.Integration.Tests.Cluster;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -50,7 +51,7 @@ public sealed class NbdFioComparisonTests(ITestOutputHelper output)
             ours.Add(await RunFioAsync(nbd.Uri("bench"), pattern, size, seconds));
         }
 
-        var port = FreePort();
+        var port = FreePorts.Take(1)[0];
         var nbdkit = Process.Start(new ProcessStartInfo("nbdkit", ["-f", "--exit-with-parent", "-i", "127.0.0.1", "-p", $"{port}", "file", device.Path])
         {
             RedirectStandardError = true,
@@ -96,12 +97,6 @@ public sealed class NbdFioComparisonTests(ITestOutputHelper output)
         return (pattern.Bs == "1M" ? "MB/s" : "IOPS", mbps, side.GetProperty("iops").GetDouble());
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     private static async Task WaitForPortAsync(int port)
     {
