@@ -38,6 +38,8 @@ internal static class ServeStartup
         ?? CheckSeeds(options.Cluster.Seeds)
         ?? options.Messaging.Validate()
         ?? CheckLockTransport(configuration[LockTransportKey])
+        ?? CheckChoice("Nbd:ReceiveLoop", configuration["Lockstep:Nbd:ReceiveLoop"], "epoll", "sockets")
+        ?? CheckWholeNumber("Nbd:ReceiveThreads", configuration["Lockstep:Nbd:ReceiveThreads"], 0, 64)
         ?? (options.Cluster.RetryGate <= TimeSpan.Zero ? $"Cluster:RetryGate must be positive, not {options.Cluster.RetryGate}" : null)
         ?? CheckPortRange("remoting", "--port", options.Cluster.Port)
         ?? CheckPortRange("HTTP", "--http-port", options.Http.Port)
@@ -58,14 +60,23 @@ internal static class ServeStartup
     /// <summary>The configuration key of the DLM's transport (env <c>Lockstep__Locking__Transport</c>).</summary>
     public const string LockTransportKey = "Lockstep:Locking:Transport";
 
+    /// <summary>Checks the raw <c>Lockstep:Locking:Transport</c> text (see <see cref="CheckChoice"/>).</summary>
+    public static string? CheckLockTransport(string? value) => CheckChoice("Locking:Transport", value, "reliable", "direct");
+
     /// <summary>
-    /// Checks the raw <c>Lockstep:Locking:Transport</c> text. The enum binder alone would accept numbers such as
-    /// <c>7</c> (an undefined transport) and fail on a typo only later, inside the DI container, with a stack trace.
+    /// Checks the raw text of an enum setting under <c>Lockstep:</c> (null = not set). The enum binder alone would accept
+    /// numbers and fail on a typo only inside the DI container, with a stack trace.
     /// </summary>
-    public static string? CheckLockTransport(string? value) =>
-        value is null || value.Trim().ToLowerInvariant() is "reliable" or "direct"
+    public static string? CheckChoice(string setting, string? value, params string[] allowed) =>
+        value is null || allowed.Contains(value.Trim(), StringComparer.OrdinalIgnoreCase)
             ? null
-            : $"Locking:Transport must be reliable or direct ({LockTransportKey}, env Lockstep__Locking__Transport), not '{value}'";
+            : $"{setting} must be {string.Join(" or ", allowed)} (Lockstep:{setting}, env Lockstep__{setting.Replace(":", "__")}), not '{value}'";
+
+    /// <summary>Checks the raw text of a whole-number setting under <c>Lockstep:</c> (null = not set).</summary>
+    public static string? CheckWholeNumber(string setting, string? value, int min, int max) =>
+        value is null || (int.TryParse(value.Trim(), out var number) && number >= min && number <= max)
+            ? null
+            : $"{setting} must be a whole number from {min} to {max} (Lockstep:{setting}, env Lockstep__{setting.Replace(":", "__")}), not '{value}'";
 
     /// <summary>Checks each seed is <c>akka.tcp://lockstep@host:port</c> or <c>host:port</c>.</summary>
     public static string? CheckSeeds(IEnumerable<string> seeds)

@@ -24,6 +24,7 @@ internal sealed class NbdConnection
     private const int PipeReadBytes = 64 * 1024;
 
     private readonly Socket _socket;
+    private readonly NbdReceiveLoop? _receiveLoop;
     private readonly IExportCatalog _catalog;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
@@ -58,10 +59,11 @@ internal sealed class NbdConnection
     private NbdRequest _skipRequest;
     private NbdError _skipError;
 
-    public NbdConnection(long id, Socket socket, IExportCatalog catalog, NbdServerOptions options, ILogger logger)
+    public NbdConnection(long id, Socket socket, IExportCatalog catalog, NbdServerOptions options, NbdReceiveLoop? receiveLoop, ILogger logger)
     {
         Id = id;
         _socket = socket;
+        _receiveLoop = receiveLoop;
         _catalog = catalog;
         _options = options;
         _logger = logger;
@@ -86,7 +88,7 @@ internal sealed class NbdConnection
         var clean = false;
         var violation = false;
         var stopping = serverStopping.Register(() => _stopReading.Cancel());
-        var stream = new NetworkStream(_socket, ownsSocket: false);
+        var stream = OpenReceiveStream();
         // The pipe reads headers and small payloads. It must not read far ahead: whatever of a large WRITE payload
         // it pulls in is copied a second time (pipe → payload buffer), while the rest is received straight into the
         // payload buffer (TransmitAsync). With 1 MiB reads, most of each 1 MiB WRITE went through the pipe.
@@ -95,7 +97,7 @@ internal sealed class NbdConnection
         {
             if (await HandshakeAsync(reader).ConfigureAwait(false))
             {
-                (reason, clean) = await TransmitAsync(reader).ConfigureAwait(false);
+                (reason, clean) = await TransmitAsync(reader, stream).ConfigureAwait(false);
             }
             else
             {
@@ -140,6 +142,24 @@ internal sealed class NbdConnection
         _logger.Log(violation ? LogLevel.Warning : LogLevel.Information,
             "NBD connection #{Id} from {Remote} closed after {Seconds:F1} s: export '{Export}', {Requests} requests, {Errors} errors; {Reason}",
             Id, _remote, seconds, _session?.ExportName ?? "-", _requests, _errors, reason);
+    }
+
+    /// <summary>The stream requests arrive on: the server's epoll loop when it runs, else the socket engine's.</summary>
+    private Stream OpenReceiveStream()
+    {
+        if (_receiveLoop is not null)
+        {
+            try
+            {
+                return _receiveLoop.Attach(_socket);
+            }
+            catch (IOException e)
+            {
+                _logger.LogWarning("NBD connection #{Id}: {Message}; it receives through the socket engine", Id, e.Message);
+            }
+        }
+
+        return new NetworkStream(_socket, ownsSocket: false);
     }
 
     // ------------------------------------------------------------------ handshake
@@ -232,7 +252,7 @@ internal sealed class NbdConnection
 
     // ------------------------------------------------------------------ transmission: reading
 
-    private async Task<(string Reason, bool Clean)> TransmitAsync(PipeReader reader)
+    private async Task<(string Reason, bool Clean)> TransmitAsync(PipeReader reader, Stream receive)
     {
         var session = _session!;
         var maxWrite = (uint)_options.MaxRequestBytes;
@@ -329,7 +349,7 @@ internal sealed class NbdConnection
                 var memory = pending.Buffer.Memory;
                 while (_payloadCopied < memory.Length)
                 {
-                    var received = await _socket.ReceiveAsync(memory[_payloadCopied..], SocketFlags.None, cancellation).ConfigureAwait(false);
+                    var received = await receive.ReadAsync(memory[_payloadCopied..], cancellation).ConfigureAwait(false);
                     if (received == 0)
                     {
                         return ("client vanished in the middle of a request", false);

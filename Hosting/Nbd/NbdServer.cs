@@ -23,6 +23,7 @@ public sealed class NbdServer(IExportCatalog catalog, IOptions<NbdServerOptions>
     private readonly CancellationTokenSource _stopping = new();
     private readonly ConcurrentDictionary<long, Task> _connections = new();
     private Socket? _listener;
+    private NbdReceiveLoop[] _receiveLoops = [];
     private Task _acceptLoop = Task.CompletedTask;
     private long _nextId;
     private TaskCompletionSource _connectionsChanged = NewSignal();
@@ -69,8 +70,14 @@ public sealed class NbdServer(IExportCatalog catalog, IOptions<NbdServerOptions>
 
         _listener = listener;
         LocalEndPoint = (IPEndPoint)listener.LocalEndPoint!;
+        if (_options.ReceiveLoop == NbdReceiveMode.Epoll)
+        {
+            _receiveLoops = StartReceiveLoops(_options.EffectiveReceiveThreads);
+        }
+
         _acceptLoop = AcceptLoopAsync(listener);
-        logger.LogInformation("NBD server listening on {Endpoint} (max request {MaxRequest} bytes)", LocalEndPoint, _options.MaxRequestBytes);
+        logger.LogInformation("NBD server listening on {Endpoint} (max request {MaxRequest} bytes, receive: {Loop})",
+            LocalEndPoint, _options.MaxRequestBytes, _receiveLoops.Length == 0 ? "socket engine" : $"{_receiveLoops.Length} epoll threads");
         return Task.CompletedTask;
     }
 
@@ -93,6 +100,12 @@ public sealed class NbdServer(IExportCatalog catalog, IOptions<NbdServerOptions>
         catch (OperationCanceledException)
         {
             logger.LogWarning("NBD server stopped with {Count} connections still closing", _connections.Count);
+        }
+
+        // After the connections: a receive still pending on a loop fails when it stops.
+        foreach (var loop in _receiveLoops)
+        {
+            loop.Dispose();
         }
 
         logger.LogInformation("NBD server on {Endpoint} stopped", LocalEndPoint);
@@ -128,7 +141,8 @@ public sealed class NbdServer(IExportCatalog catalog, IOptions<NbdServerOptions>
 
             socket.NoDelay = true;
             var id = Interlocked.Increment(ref _nextId);
-            var connection = new NbdConnection(id, socket, catalog, _options, logger);
+            var connection = new NbdConnection(id, socket, catalog, _options,
+                _receiveLoops.Length == 0 ? null : _receiveLoops[id % _receiveLoops.Length], logger);
             _connections[id] = RunConnectionAsync(connection, stopping);
         }
     }
@@ -146,6 +160,25 @@ public sealed class NbdServer(IExportCatalog catalog, IOptions<NbdServerOptions>
             _connections.TryRemove(connection.Id, out _);
             Interlocked.Exchange(ref _connectionsChanged, NewSignal()).TrySetResult();
         }
+    }
+
+    private NbdReceiveLoop[] StartReceiveLoops(int count)
+    {
+        var loops = new List<NbdReceiveLoop>(count);
+        for (var i = 0; i < count; i++)
+        {
+            var loop = NbdReceiveLoop.TryStart(logger, out var whyNot);
+            if (loop is null)
+            {
+                logger.LogWarning("NBD server: {WhyNot}; connections receive through the socket engine instead", whyNot);
+                loops.ForEach(started => started.Dispose());
+                return [];
+            }
+
+            loops.Add(loop);
+        }
+
+        return [.. loops];
     }
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);

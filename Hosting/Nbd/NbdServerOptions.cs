@@ -35,4 +35,30 @@ public sealed class NbdServerOptions
 
     /// <summary>Most replies written with one vectored send.</summary>
     public int MaxRepliesPerSend { get; set; } = 64;
+
+    /// <summary>
+    /// How connections wait for requests: <see cref="NbdReceiveMode.Epoll"/> (the server's own loop, see
+    /// <see cref="NbdReceiveLoop"/>; Linux x86-64, elsewhere it falls back with a warning) or
+    /// <see cref="NbdReceiveMode.Sockets"/> (.NET's socket engine and the thread pool, the way before; kept to compare).
+    /// </summary>
+    public NbdReceiveMode ReceiveLoop { get; set; } = NbdReceiveMode.Epoll;
+
+    /// <summary>
+    /// Threads of the epoll receive loop; connections are spread over them round-robin. 0 = one per core, at most 4:
+    /// one thread serialises every connection's parsing and page-cache copies, which a many-core host would feel.
+    /// </summary>
+    public int ReceiveThreads { get; set; }
+
+    /// <summary>The thread count <see cref="ReceiveThreads"/> resolves to.</summary>
+    internal int EffectiveReceiveThreads => ReceiveThreads > 0 ? ReceiveThreads : Math.Clamp(Environment.ProcessorCount, 1, 4);
+}
+
+/// <summary>How the NBD server waits for bytes from its clients (<c>Lockstep:Nbd:ReceiveLoop</c>).</summary>
+public enum NbdReceiveMode
+{
+    /// <summary>One epoll thread of the NBD server runs each connection's reader when its socket is readable.</summary>
+    Epoll,
+
+    /// <summary>.NET's socket engine: a readable socket's continuation runs on a thread-pool thread.</summary>
+    Sockets,
 }

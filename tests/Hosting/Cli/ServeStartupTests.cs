@@ -41,6 +41,41 @@ public sealed class ServeStartupTests
             ServeStartup.CheckLockTransport(value));
 
     [Theory]
+    [InlineData(null)]
+    [InlineData("epoll")]
+    [InlineData(" Sockets ")]
+    public void Known_nbd_receive_loops_pass(string? value) =>
+        Assert.Null(ServeStartup.CheckChoice("Nbd:ReceiveLoop", value, "epoll", "sockets"));
+
+    [Theory]
+    [InlineData("1")]
+    [InlineData("io_uring")]
+    public void Other_nbd_receive_loops_name_the_setting_and_the_allowed_values(string value) =>
+        Assert.Equal(
+            $"Nbd:ReceiveLoop must be epoll or sockets (Lockstep:Nbd:ReceiveLoop, env Lockstep__Nbd__ReceiveLoop), not '{value}'",
+            ServeStartup.CheckChoice("Nbd:ReceiveLoop", value, "epoll", "sockets"));
+
+    [Theory]
+    [InlineData(null, true)]
+    [InlineData("0", true)]
+    [InlineData("64", true)]
+    [InlineData("65", false)]
+    [InlineData("-1", false)]
+    [InlineData("two", false)]
+    public void Receive_thread_counts_outside_0_to_64_are_refused(string? value, bool accepted)
+    {
+        var problem = ServeStartup.CheckWholeNumber("Nbd:ReceiveThreads", value, 0, 64);
+        if (accepted)
+        {
+            Assert.Null(problem);
+        }
+        else
+        {
+            Assert.Equal($"Nbd:ReceiveThreads must be a whole number from 0 to 64 (Lockstep:Nbd:ReceiveThreads, env Lockstep__Nbd__ReceiveThreads), not '{value}'", problem);
+        }
+    }
+
+    [Theory]
     [InlineData("n1")]
     [InlineData("node-3.rack_2")]
     public void Plain_node_ids_pass(string nodeId) => Assert.Null(ServeStartup.CheckNodeId(nodeId));
