@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Collections.Concurrent;
 using Lockstep.Actors.BlockIo;
 using Lockstep.Contracts.Nbd;
@@ -20,11 +21,18 @@ internal sealed class NbdConnection
     // Write payloads with at least this much still to come are received straight into their buffer.
     private const int DirectReceiveThreshold = 64 * 1024;
 
+    private const int EAGAIN = 11;
+
+    // READs at least this large start on the thread pool rather than on the epoll loop's thread.
+    private const int OffloadReadBytes = 256 * 1024;
+
     // Most one socket read of the request stream takes into the pipe (~15 pipelined 4 KiB WRITEs).
     private const int PipeReadBytes = 64 * 1024;
 
     private readonly Socket _socket;
     private readonly NbdReceiveLoop? _receiveLoop;
+    private readonly Action _pumpWhenWritable;
+    private EpollSocketStream? _epollSocket;
     private readonly IExportCatalog _catalog;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
@@ -64,6 +72,7 @@ internal sealed class NbdConnection
         Id = id;
         _socket = socket;
         _receiveLoop = receiveLoop;
+        _pumpWhenWritable = Pump;
         _catalog = catalog;
         _options = options;
         _logger = logger;
@@ -151,7 +160,7 @@ internal sealed class NbdConnection
         {
             try
             {
-                return _receiveLoop.Attach(_socket);
+                return _epollSocket = _receiveLoop.Attach(_socket);
             }
             catch (IOException e)
             {
@@ -235,6 +244,24 @@ internal sealed class NbdConnection
 
     private async ValueTask SendHandshakeAsync(ReadOnlyMemory<byte> bytes, CancellationToken cancellation)
     {
+        while (_epollSocket is { } epoll && !bytes.IsEmpty)
+        {
+            // Not through the socket engine: a socket that once waited there stays in its epoll set for good.
+            var sent = epoll.TrySend(bytes, out var error);
+            if (sent > 0)
+            {
+                bytes = bytes[(int)sent..];
+            }
+            else if (sent < 0 && error == EAGAIN)
+            {
+                await epoll.WhenWritableAsync().WaitAsync(cancellation).ConfigureAwait(false);
+            }
+            else
+            {
+                throw new IOException($"sending the handshake failed: {(sent < 0 ? Marshal.GetPInvokeErrorMessage(error) : "socket closed")}");
+            }
+        }
+
         while (!bytes.IsEmpty)
         {
             var sent = await _socket.SendAsync(bytes, SocketFlags.None, cancellation).ConfigureAwait(false);
@@ -332,7 +359,16 @@ internal sealed class NbdConnection
                     continue;
                 }
 
-                op.Start(session.Device, _abortToken);
+                if (payload >= OffloadReadBytes && _receiveLoop is not null)
+                {
+                    // A large read copies for a long while: on the pool, so the loop goes on parsing and the copies of
+                    // several reads run on several cores.
+                    op.StartOnPool(session.Device, _abortToken);
+                }
+                else
+                {
+                    op.Start(session.Device, _abortToken);
+                }
             }
 
             ReleaseFlush();
@@ -623,6 +659,26 @@ internal sealed class NbdConnection
                 _sendRemaining = total;
             }
 
+            if (_epollSocket is { } epoll)
+            {
+                var sent = epoll.TrySend(_segments, out var error);
+                if (sent < 0 && error == EAGAIN)
+                {
+                    // The socket is full: the loop carries on with this batch when it can take more (we keep _sending).
+                    if (epoll.WaitWritable(_pumpWhenWritable))
+                    {
+                        return;
+                    }
+
+                    SendFailed("cannot wait for the socket to take more");
+                    ReleaseBatch();
+                    continue;
+                }
+
+                AccountSent(sent > 0, (int)Math.Max(sent, 0), sent < 0 ? Marshal.GetPInvokeErrorMessage(error) : "socket closed");
+                continue;
+            }
+
             try
             {
                 _send.BufferList = _segments;
@@ -642,20 +698,24 @@ internal sealed class NbdConnection
         }
     }
 
-    /// <summary>Accounts a finished send: releases the batch, or trims it and leaves it for the next send.</summary>
-    private void AfterSend()
+    /// <summary>Accounts a finished socket-engine send.</summary>
+    private void AfterSend() =>
+        AccountSent(_send.SocketError == SocketError.Success && _send.BytesTransferred > 0, _send.BytesTransferred, _send.SocketError.ToString());
+
+    /// <summary>Accounts a send: releases the batch, or trims it and leaves it for the next send.</summary>
+    private void AccountSent(bool succeeded, int bytes, string why)
     {
-        if (_send.SocketError != SocketError.Success || _send.BytesTransferred <= 0)
+        if (!succeeded)
         {
-            SendFailed(_send.SocketError.ToString());
+            SendFailed(why);
             ReleaseBatch();
             return;
         }
 
-        _sendRemaining -= _send.BytesTransferred;
+        _sendRemaining -= bytes;
         if (_sendRemaining > 0)
         {
-            TrimFront(_segments, _send.BytesTransferred);
+            TrimFront(_segments, bytes);
             return;
         }
 
@@ -786,8 +846,11 @@ internal readonly record struct NbdReply(byte[] Header, int HeaderLength, NbdBuf
 /// A request in flight, pooled per connection: it issues the device call and resumes by a cached delegate
 /// rather than an async state machine, so a request costs no allocation in steady state.
 /// </summary>
-internal sealed class NbdRequestOp
+internal sealed class NbdRequestOp : IThreadPoolWorkItem
 {
+    private IBlockDevice? _poolDevice;
+    private CancellationToken _poolCancellation;
+
     private readonly NbdConnection _owner;
     private readonly Action _onCompleted;
     private ValueTask _pending;
@@ -802,6 +865,20 @@ internal sealed class NbdRequestOp
     public NbdRequest Request;
     public NbdBuffer Buffer;
     public long Budget;
+
+    /// <summary>Starts the request from a thread-pool thread.</summary>
+    public void StartOnPool(IBlockDevice device, CancellationToken cancellation)
+    {
+        (_poolDevice, _poolCancellation) = (device, cancellation);
+        ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+    }
+
+    void IThreadPoolWorkItem.Execute()
+    {
+        var (device, cancellation) = (_poolDevice!, _poolCancellation);
+        (_poolDevice, _poolCancellation) = (null, default);
+        Start(device, cancellation);
+    }
 
     public void Start(IBlockDevice device, CancellationToken cancellation)
     {

@@ -12,13 +12,13 @@ namespace Lockstep.Hosting.Tests.Nbd;
 /// read completes on the loop's thread, cancellation and closing behave as a stream's reader expects, and many
 /// connections share the one thread.
 /// </summary>
-public sealed class EpollReceiveStreamTests : IDisposable
+public sealed class EpollSocketStreamTests : IDisposable
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
     private readonly NbdReceiveLoop _loop;
     private readonly List<Socket> _sockets = [];
 
-    public EpollReceiveStreamTests()
+    public EpollSocketStreamTests()
     {
         Assert.True(NbdReceiveLoop.Supported, "these tests need Linux on x86-64, where the server uses the loop");
         _loop = NbdReceiveLoop.TryStart(NullLogger.Instance, out var whyNot) ?? throw new InvalidOperationException(whyNot);
@@ -135,7 +135,7 @@ public sealed class EpollReceiveStreamTests : IDisposable
         client.Shutdown(SocketShutdown.Send);
     }
 
-    private static async Task ReceiveAllAsync(EpollReceiveStream stream, byte[] expected)
+    private static async Task ReceiveAllAsync(EpollSocketStream stream, byte[] expected)
     {
         using (stream)
         {
@@ -157,7 +157,7 @@ public sealed class EpollReceiveStreamTests : IDisposable
         }
     }
 
-    private static async Task<int> ReadOnLoopAsync(EpollReceiveStream stream, byte[] buffer, Action<string?> seenOn)
+    private static async Task<int> ReadOnLoopAsync(EpollSocketStream stream, byte[] buffer, Action<string?> seenOn)
     {
         var read = await stream.ReadAsync(buffer).ConfigureAwait(false);
         seenOn(Thread.CurrentThread.Name);
