@@ -23,9 +23,6 @@ internal sealed class NbdConnection
 
     private const int EAGAIN = 11;
 
-    // READs at least this large start on the thread pool rather than on the epoll loop's thread.
-    private const int OffloadReadBytes = 256 * 1024;
-
     // Most one socket read of the request stream takes into the pipe (~15 pipelined 4 KiB WRITEs).
     private const int PipeReadBytes = 64 * 1024;
 
@@ -359,16 +356,9 @@ internal sealed class NbdConnection
                     continue;
                 }
 
-                if (payload >= OffloadReadBytes && _receiveLoop is not null)
-                {
-                    // A large read copies for a long while: on the pool, so the loop goes on parsing and the copies of
-                    // several reads run on several cores.
-                    op.StartOnPool(session.Device, _abortToken);
-                }
-                else
-                {
-                    op.Start(session.Device, _abortToken);
-                }
+                // On the epoll loop this runs there, large READs included: handing 1 MiB page-cache reads to the pool
+                // measured slower (85-95 % of the socket engine) than copying them here (109 %, docs/benchmarks.md).
+                op.Start(session.Device, _abortToken);
             }
 
             ReleaseFlush();
@@ -846,11 +836,8 @@ internal readonly record struct NbdReply(byte[] Header, int HeaderLength, NbdBuf
 /// A request in flight, pooled per connection: it issues the device call and resumes by a cached delegate
 /// rather than an async state machine, so a request costs no allocation in steady state.
 /// </summary>
-internal sealed class NbdRequestOp : IThreadPoolWorkItem
+internal sealed class NbdRequestOp
 {
-    private IBlockDevice? _poolDevice;
-    private CancellationToken _poolCancellation;
-
     private readonly NbdConnection _owner;
     private readonly Action _onCompleted;
     private ValueTask _pending;
@@ -865,20 +852,6 @@ internal sealed class NbdRequestOp : IThreadPoolWorkItem
     public NbdRequest Request;
     public NbdBuffer Buffer;
     public long Budget;
-
-    /// <summary>Starts the request from a thread-pool thread.</summary>
-    public void StartOnPool(IBlockDevice device, CancellationToken cancellation)
-    {
-        (_poolDevice, _poolCancellation) = (device, cancellation);
-        ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
-    }
-
-    void IThreadPoolWorkItem.Execute()
-    {
-        var (device, cancellation) = (_poolDevice!, _poolCancellation);
-        (_poolDevice, _poolCancellation) = (null, default);
-        Start(device, cancellation);
-    }
 
     public void Start(IBlockDevice device, CancellationToken cancellation)
     {
