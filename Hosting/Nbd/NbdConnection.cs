@@ -134,6 +134,8 @@ internal sealed class NbdConnection
             violation = true;
         }
 
+        // Closing waits for requests, disposes the device lease and may sync legs: not on the loop's thread.
+        await LeaveReceiveLoopAsync();
         await CloseAsync(clean).ConfigureAwait(false);
         await ReleaseDeviceAsync().ConfigureAwait(false);
         await stopping.DisposeAsync().ConfigureAwait(false);
@@ -148,6 +150,19 @@ internal sealed class NbdConnection
         _logger.Log(violation ? LogLevel.Warning : LogLevel.Information,
             "NBD connection #{Id} from {Remote} closed after {Seconds:F1} s: export '{Export}', {Requests} requests, {Errors} errors; {Reason}",
             Id, _remote, seconds, _session?.ExportName ?? "-", _requests, _errors, reason);
+    }
+
+    /// <summary>
+    /// Moves the caller to the thread pool when it runs on the epoll loop's thread, which serves other connections and
+    /// must only run work that never blocks; elsewhere it continues at once.
+    /// </summary>
+    private async ValueTask LeaveReceiveLoopAsync()
+    {
+        if (_receiveLoop is { OnLoopThread: true })
+        {
+            // No synchronization context on the loop's thread: the continuation goes to the pool.
+            await Task.Yield();
+        }
     }
 
     /// <summary>The stream requests arrive on: the server's epoll loop when it runs, else the socket engine's.</summary>
@@ -207,6 +222,8 @@ internal sealed class NbdConnection
                 var buffer = result.Buffer;
                 while (NbdCodec.TryReadOption(ref buffer, _options.MaxOptionBytes, out var header, out var data, out _))
                 {
+                    // Opening an export reads superblocks and asks the volume actors: not on the loop's thread.
+                    await LeaveReceiveLoopAsync();
                     var step = await negotiator.HandleAsync(header, data.ToArray(), output, cancellation).ConfigureAwait(false);
                     await SendHandshakeAsync(output.WrittenMemory, cancellation).ConfigureAwait(false);
                     output.ResetWrittenCount();

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using Lockstep.Actors.BlockIo;
 using Lockstep.Contracts.Nbd;
+using Lockstep.Hosting.Nbd;
 using Xunit;
 
 namespace Lockstep.Integration.Tests.Nbd;
@@ -53,6 +54,36 @@ public sealed class NbdServerBehaviourTests
         Assert.Equal(data[..1000], read.Data[..1000]);
         Assert.All(read.Data[1000..1100], b => Assert.Equal(0, b));
         Assert.Equal(data[1100..], read.Data[1100..]);
+    }
+
+    [Theory]
+    [InlineData(NbdReceiveMode.Epoll, "2 epoll threads")]
+    [InlineData(NbdReceiveMode.Sockets, "socket engine")]
+    public async Task Both_receive_modes_serve_and_the_epoll_loop_opens_and_closes_exports_off_its_thread(NbdReceiveMode mode, string announced)
+    {
+        await using var nbd = await NbdTestServer.StartAsync(o => (o.ReceiveLoop, o.ReceiveThreads) = (mode, 2));
+        Assert.Contains(nbd.Log.Lines, l => l.Contains($"receive: {announced}", StringComparison.Ordinal));
+        nbd.AddFile("modes", 4 * MiB);
+        var data = Enumerable.Range(0, 256 * 1024).Select(i => (byte)(i * 13 + 5)).ToArray();
+        await using (var client = await RawNbdClient.ConnectAsync(nbd.Port))
+        {
+            await client.HandshakeAsync("modes");
+            // Pipelined: both writes go out before either reply is read.
+            await client.SendRequestAsync(NbdCommand.Write, 1, 0, (uint)data.Length, NbdCommandFlags.None, data);
+            await client.SendRequestAsync(NbdCommand.Write, 2, (ulong)data.Length, (uint)data.Length, NbdCommandFlags.Fua, data);
+            var handles = new[] { (await client.ReadReplyAsync()).Handle, (await client.ReadReplyAsync()).Handle };
+            Assert.Equal([1UL, 2UL], handles.Order());
+            await client.SendRequestAsync(NbdCommand.Read, 3, (ulong)data.Length, (uint)data.Length);
+            var read = await client.ReadReplyAsync(data.Length);
+            Assert.Equal(0u, read.Error);
+            Assert.Equal(data, read.Data);
+        }
+
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await nbd.Server.WaitUntilIdleAsync(deadline.Token);
+        // The loop's thread serves every connection on it; opening an export or closing one may block, so neither runs there.
+        Assert.Equal(["open", "close"], nbd.Catalog.HandleThreads.Select(t => t.Split(" on ")[0]));
+        Assert.DoesNotContain(nbd.Catalog.HandleThreads, t => t.EndsWith("nbd-receive", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -18,8 +18,14 @@ internal sealed class TestExportCatalog : IExportCatalog, IAsyncDisposable
     public IReadOnlyList<ExportDescription> List() =>
         _exports.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => new ExportDescription(e.Key, e.Value.Description)).ToArray();
 
-    public ValueTask<IBlockDevice?> OpenAsync(string name, CancellationToken cancellation = default) =>
-        ValueTask.FromResult<IBlockDevice?>(_exports.TryGetValue(name, out var export) ? new Handle(export.Device) : null);
+    /// <summary>Names of the threads that opened and closed export handles, in order (which thread a server uses).</summary>
+    public ConcurrentQueue<string> HandleThreads { get; } = new();
+
+    public ValueTask<IBlockDevice?> OpenAsync(string name, CancellationToken cancellation = default)
+    {
+        HandleThreads.Enqueue($"open on {Thread.CurrentThread.Name ?? "unnamed"}");
+        return ValueTask.FromResult<IBlockDevice?>(_exports.TryGetValue(name, out var export) ? new Handle(export.Device, HandleThreads) : null);
+    }
 
     public async ValueTask DisposeAsync()
     {
@@ -30,7 +36,7 @@ internal sealed class TestExportCatalog : IExportCatalog, IAsyncDisposable
     }
 
     /// <summary>What a connection gets: the shared device, which disposing the handle leaves open (the catalog owns it).</summary>
-    private sealed class Handle(IBlockDevice device) : IBlockDevice
+    private sealed class Handle(IBlockDevice device, ConcurrentQueue<string> threads) : IBlockDevice
     {
         public string Name => device.Name;
 
@@ -60,6 +66,10 @@ internal sealed class TestExportCatalog : IExportCatalog, IAsyncDisposable
         public ValueTask<IReadOnlyList<BlockExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellation = default) =>
             device.GetAllocationAsync(offset, length, cancellation);
 
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+        public ValueTask DisposeAsync()
+        {
+            threads.Enqueue($"close on {Thread.CurrentThread.Name ?? "unnamed"}");
+            return ValueTask.CompletedTask;
+        }
     }
 }
