@@ -189,18 +189,26 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
     private unsafe nint SendVectors(IoVec* vectors, int count, out int error)
     {
         var message = new MessageHeader { Vectors = vectors, VectorCount = (nuint)count };
+        return CallOnSocket(&SendOnce, &message, 0, out error);
+    }
+
+    /// <summary>
+    /// Runs one non-blocking socket call, again after EINTR: its result, or -1 with the errno (EBADF once closed). The
+    /// descriptor is held open meanwhile: after a close, its number could already name another client's socket.
+    /// </summary>
+    private unsafe nint CallOnSocket(delegate*<int, void*, nint, nint> call, void* argument, nint length, out int error)
+    {
         var added = false;
         try
         {
-            // Holds the descriptor open: after a close, its number could already name another client's socket.
             Handle.DangerousAddRef(ref added);
             while (true)
             {
-                var sent = SendMsg(Fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
-                if (sent >= 0)
+                var result = call(Fd, argument, length);
+                if (result >= 0)
                 {
                     error = 0;
-                    return sent;
+                    return result;
                 }
 
                 error = Marshal.GetLastPInvokeError();
@@ -223,6 +231,10 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
             }
         }
     }
+
+    private static unsafe nint ReceiveOnce(int fd, void* buffer, nint length) => Recv(fd, buffer, length, MSG_DONTWAIT);
+
+    private static unsafe nint SendOnce(int fd, void* message, nint unused) => SendMsg(fd, (MessageHeader*)message, MSG_DONTWAIT | MSG_NOSIGNAL);
 
     /// <summary>
     /// Calls <paramref name="onWritable"/> once, on the loop's thread, when the socket can take more (or failed: the next
@@ -351,38 +363,7 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
     private unsafe nint Receive(Memory<byte> buffer, out int error)
     {
         using var pin = buffer.Pin();
-        var added = false;
-        try
-        {
-            Handle.DangerousAddRef(ref added);
-            while (true)
-            {
-                var received = Recv(Fd, pin.Pointer, buffer.Length, MSG_DONTWAIT);
-                if (received >= 0)
-                {
-                    error = 0;
-                    return received;
-                }
-
-                error = Marshal.GetLastPInvokeError();
-                if (error != EINTR)
-                {
-                    return -1;
-                }
-            }
-        }
-        catch (ObjectDisposedException)
-        {
-            error = EBADF;
-            return -1;
-        }
-        finally
-        {
-            if (added)
-            {
-                Handle.DangerousRelease();
-            }
-        }
+        return CallOnSocket(&ReceiveOnce, pin.Pointer, buffer.Length, out error);
     }
 
     private static IOException ReceiveFailed(int error) =>

@@ -106,6 +106,63 @@ public sealed class EpollSocketStreamTests : IDisposable
     }
 
     [Fact]
+    public async Task A_full_socket_says_EAGAIN_and_the_writer_is_woken_on_the_loop_once_the_peer_reads_and_nothing_is_lost()
+    {
+        var (client, server) = await PairAsync();
+        using var stream = _loop.Attach(server);
+        var payload = RandomNumberGenerator.GetBytes(64 << 20);
+        var segments = new List<ArraySegment<byte>>();
+        var offset = 0;
+        int error;
+        while (true)
+        {
+            segments.Clear();
+            segments.Add(new ArraySegment<byte>(payload, offset, Math.Min(1 << 20, payload.Length - offset)));
+            var sent = stream.TrySend(segments, out error);
+            if (sent < 0)
+            {
+                break;
+            }
+
+            offset += (int)sent;
+            Assert.True(offset < payload.Length, "64 MiB fit into the socket without the peer reading: the test needs a bigger payload");
+        }
+
+        Assert.Equal(11, error); // EAGAIN: full, not failed
+        var woken = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Assert.True(stream.WaitWritable(() => woken.TrySetResult(Thread.CurrentThread.Name)));
+        Assert.False(woken.Task.IsCompleted);
+
+        var received = new byte[payload.Length];
+        var receiving = Task.Run(async () =>
+        {
+            var total = 0;
+            while (total < received.Length)
+            {
+                var read = await client.ReceiveAsync(received.AsMemory(total));
+                Assert.True(read > 0, "the connection ended early");
+                total += read;
+            }
+        });
+        Assert.Equal("nbd-receive", await woken.Task.WaitAsync(Patience));
+        while (offset < payload.Length)
+        {
+            var sent = stream.TrySend(payload.AsMemory(offset), out error);
+            if (sent < 0)
+            {
+                Assert.Equal(11, error);
+                await stream.WhenWritableAsync().WaitAsync(Patience);
+                continue;
+            }
+
+            offset += (int)sent;
+        }
+
+        await receiving.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(payload.AsSpan().SequenceEqual(received), "the bytes received differ from the bytes sent");
+    }
+
+    [Fact]
     public async Task Thirty_two_connections_stream_random_bytes_at_once_and_each_arrives_whole_and_in_order()
     {
         const int connections = 32, bytesEach = 4 << 20;
