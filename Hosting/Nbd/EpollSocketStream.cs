@@ -79,15 +79,18 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
             }
         }
 
-        if (Interlocked.CompareExchange(ref _state, Waiting, Idle) != Idle)
+        if (Volatile.Read(ref _state) != Idle)
         {
             return ValueTask.FromException<int>(new InvalidOperationException("a read is already pending on this NBD socket"));
         }
 
+        // Everything a completion reads is set before the state says Waiting: from then on the loop, a cancellation or
+        // a closing stream may complete this read at any moment.
         _core.Reset();
         _buffer = buffer;
         _cancelRequested = false;
         _cancellation = cancellationToken;
+        Volatile.Write(ref _state, Waiting);
         _cancelRegistration = cancellationToken.CanBeCanceled
             ? cancellationToken.UnsafeRegister(static state => ((EpollSocketStream)state!).OnCanceled(), this)
             : default;
