@@ -278,6 +278,52 @@ public static class Eventually
     }
 }
 
+/// <summary>
+/// One <c>lockstep serve</c> on fresh loopback ports with the given node id and data folder, handed out once GET /ready
+/// answers; a node that never gets there is stopped before the failure is thrown (xUnit does not dispose a fixture whose
+/// initialisation failed, and a leaked node disturbs the tests after it).
+/// </summary>
+public sealed class ReadyNode : IAsyncDisposable
+{
+    private ReadyNode(ChildProcess process, HttpClient http, int httpPort) => (Process, Http, HttpPort) = (process, http, httpPort);
+
+    public ChildProcess Process { get; }
+
+    /// <summary>A client with the node's HTTP address as its base.</summary>
+    public HttpClient Http { get; }
+
+    public int HttpPort { get; }
+
+    /// <summary>The node's gRPC port: serve's default, HTTP + 1000 (<see cref="FreePorts"/> checked it free).</summary>
+    public int GrpcPort => HttpPort + 1000;
+
+    public static async Task<ReadyNode> StartAsync(string nodeId, string data, TimeSpan patience)
+    {
+        var ports = FreePorts.Take(3);
+        var process = ChildProcess.Start(Repo.Lockstep,
+            ["serve", "--port", $"{ports[0]}", "--http-port", $"{ports[1]}", "--nbd-port", $"{ports[2]}", "--node-id", nodeId, "--data", data]);
+        var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{ports[1]}") };
+        try
+        {
+            await Eventually.UntilReadyAsync(http, patience);
+        }
+        catch
+        {
+            http.Dispose();
+            await process.DisposeAsync();
+            throw;
+        }
+
+        return new ReadyNode(process, http, ports[1]);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        await Process.DisposeAsync();
+    }
+}
+
 /// <summary>Free loopback ports for tests that start their own node.</summary>
 /// <remarks>
 /// Ports come from below Linux's ephemeral range (32768-60999): a port the OS hands out for bind(0) is also what it

@@ -10,22 +10,21 @@ public sealed class LockBenchTests : IAsyncLifetime
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
     private readonly string _data = Directory.CreateTempSubdirectory("lockstep-bench-").FullName;
-    private ChildProcess? _node;
-    private int _httpPort;
-    private HttpClient _http = null!;
+    private ReadyNode? _node;
+
+    private HttpClient Http => _node!.Http;
+
+    private int HttpPort => _node!.HttpPort;
 
     public async Task InitializeAsync()
     {
         try
         {
-            _httpPort = FreePorts.Take(1)[0];
-            _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{FreePorts.Take(1)[0]}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "bench1", "--data", _data]);
-            _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
-            await Eventually.UntilReadyAsync(_http, Patience);
+            _node = await ReadyNode.StartAsync("bench1", _data, Patience);
         }
         catch
         {
-            // xUnit does not dispose a fixture whose initialisation failed: leave no node process behind.
+            // xUnit does not dispose a fixture whose initialisation failed: leave no data folder behind.
             await DisposeAsync();
             throw;
         }
@@ -33,7 +32,6 @@ public sealed class LockBenchTests : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        _http?.Dispose();
         if (_node is not null)
         {
             await _node.DisposeAsync();
@@ -49,7 +47,7 @@ public sealed class LockBenchTests : IAsyncLifetime
         Assert.False(string.IsNullOrWhiteSpace(postgres),
             "LOCKSTEP_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL (scripts/postgres-test-server).");
 
-        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{_httpPort}")], null, postgres, Clients: 3, Window: TimeSpan.FromSeconds(1), Warmup: TimeSpan.FromSeconds(0.3));
+        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{HttpPort}")], null, postgres, Clients: 3, Window: TimeSpan.FromSeconds(1), Warmup: TimeSpan.FromSeconds(0.3));
         var results = await LockBench.RunAsync(settings, TextWriter.Null, CancellationToken.None);
         var table = LockBenchReport.Render(results);
 
@@ -76,7 +74,7 @@ public sealed class LockBenchTests : IAsyncLifetime
         // Every bench session closed, so no lock is left behind in the lockspace.
         await Eventually.UntilAsync("the bench's locks to be released", Patience, async () =>
         {
-            var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=bench");
+            var view = await Http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=bench");
             return (view!.Resources.Count == 0, $"{view.Resources.Count} resources");
         });
     }
@@ -85,7 +83,7 @@ public sealed class LockBenchTests : IAsyncLifetime
     public async Task Bench_with_shared_sessions_batches_requests_and_keeps_counters_exact()
     {
         // Lockstep only, two shapes: 6 clients over 2 multiplexed sessions (3 callers each).
-        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{_httpPort}")], null, null, Clients: 6, Window: TimeSpan.FromSeconds(1), Warmup: TimeSpan.FromSeconds(0.3),
+        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{HttpPort}")], null, null, Clients: 6, Window: TimeSpan.FromSeconds(1), Warmup: TimeSpan.FromSeconds(0.3),
             Shapes: new HashSet<LockBenchShape> { LockBenchShape.Uncontended, LockBenchShape.Counter }, CallersPerSession: 3);
         var results = await LockBench.RunAsync(settings, TextWriter.Null, CancellationToken.None);
         var table = LockBenchReport.Render(results);
@@ -103,7 +101,7 @@ public sealed class LockBenchTests : IAsyncLifetime
         Assert.Equal(counter.CounterExpected, counter.CounterFound);
         await Eventually.UntilAsync("the bench's locks to be released", Patience, async () =>
         {
-            var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=bench");
+            var view = await Http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=bench");
             return (view!.Resources.Count == 0, $"{view.Resources.Count} resources");
         });
     }
@@ -115,7 +113,7 @@ public sealed class LockBenchTests : IAsyncLifetime
         Assert.False(string.IsNullOrWhiteSpace(postgres),
             "LOCKSTEP_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL (scripts/postgres-test-server).");
 
-        var run = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--postgres", postgres!, "--seconds", "0.3", "--clients", "2", "--warmup", "0.2"], TimeSpan.FromSeconds(120));
+        var run = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{HttpPort}", "--postgres", postgres!, "--seconds", "0.3", "--clients", "2", "--warmup", "0.2"], TimeSpan.FromSeconds(120));
         Assert.True(run.ExitCode == 0, run.ToString());
         Assert.Contains("| system | shape | clients |", run.Stdout);
         Assert.Matches(@"\| Lockstep \| counter \(EX \+ read/write\) \| 2 \|.*\| counter (\d+) = \1 increments \|", run.Stdout);
@@ -125,14 +123,14 @@ public sealed class LockBenchTests : IAsyncLifetime
         Assert.Equal(2, usage.ExitCode);
         Assert.Contains("give --node (Lockstep) and/or --postgres (PostgreSQL)", usage.Stderr);
 
-        var badShape = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--shape", "sideways"], Patience);
+        var badShape = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{HttpPort}", "--shape", "sideways"], Patience);
         Assert.Equal(2, badShape.ExitCode);
         Assert.Contains("--shape 'sideways' is not one of floor, uncontended, contended, counter", badShape.Stderr);
-        var badSharing = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--callers-per-session", "0"], Patience);
+        var badSharing = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{HttpPort}", "--callers-per-session", "0"], Patience);
         Assert.Equal(2, badSharing.ExitCode);
         Assert.Contains("--callers-per-session must be 1..1024", badSharing.Stderr);
 
-        var one = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{_httpPort}", "--shape", "FLOOR", "--seconds", "0.3", "--clients", "2", "--warmup", "0.1"], TimeSpan.FromSeconds(120));
+        var one = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{HttpPort}", "--shape", "FLOOR", "--seconds", "0.3", "--clients", "2", "--warmup", "0.1"], TimeSpan.FromSeconds(120));
         Assert.True(one.ExitCode == 0, one.ToString());
         Assert.Contains("| Lockstep | floor: 2 round trips, no lock | 2 |", one.Stdout);
         Assert.DoesNotContain("uncontended", one.Stdout);

@@ -18,23 +18,21 @@ public sealed class LockNodeTests : IAsyncLifetime
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
     private readonly string _data = Directory.CreateTempSubdirectory("lockstep-lock-").FullName;
-    private ChildProcess? _node;
-    private int _httpPort;
-    private HttpClient _http = null!;
+    private ReadyNode? _node;
+
+    private HttpClient Http => _node!.Http;
+
+    private int HttpPort => _node!.HttpPort;
 
     public async Task InitializeAsync()
     {
         try
         {
-            var remoting = FreePorts.Take(1)[0];
-            _httpPort = FreePorts.Take(1)[0];
-            _node = ChildProcess.Start(Repo.Lockstep, ["serve", "--port", $"{remoting}", "--http-port", $"{_httpPort}", "--nbd-port", $"{FreePorts.Take(1)[0]}", "--node-id", "lk1", "--data", _data]);
-            _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_httpPort}") };
-            await Eventually.UntilReadyAsync(_http, Patience);
+            _node = await ReadyNode.StartAsync("lk1", _data, Patience);
         }
         catch
         {
-            // xUnit does not dispose a fixture whose initialisation failed: leave no node process behind.
+            // xUnit does not dispose a fixture whose initialisation failed: leave no data folder behind.
             await DisposeAsync();
             throw;
         }
@@ -42,7 +40,6 @@ public sealed class LockNodeTests : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        _http?.Dispose();
         if (_node is not null)
         {
             await _node.DisposeAsync();
@@ -54,7 +51,7 @@ public sealed class LockNodeTests : IAsyncLifetime
     [Fact]
     public async Task Grpc_sessions_lock_get_basts_hand_over_the_lvb_and_release_on_close()
     {
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_node!.GrpcPort}");
         var client = new LockService.LockServiceClient(channel);
         using var s1 = client.Session();
         using var s2 = client.Session();
@@ -88,7 +85,7 @@ public sealed class LockNodeTests : IAsyncLifetime
         Assert.Equal(Status.Invalid, (await in2.NextAsync()).Completion.Status);
 
         // The lockdebug view shows the PR holder and the LVB.
-        var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=grpcls");
+        var view = await Http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=grpcls");
         var resource = Assert.Single(view!.Resources);
         Assert.Equal(("r", "lk1", "PR"), (resource.Resource, resource.Master, Assert.Single(resource.Granted).Granted));
         Assert.StartsWith("616263", resource.Lvb);
@@ -102,7 +99,7 @@ public sealed class LockNodeTests : IAsyncLifetime
         await s2.RequestStream.CompleteAsync();
         await Eventually.UntilAsync("the closed session's lock to be released", Patience, async () =>
         {
-            var now = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=grpcls");
+            var now = await Http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=grpcls");
             return (now!.Resources.Count == 0, $"{now.Resources.Count} resources");
         });
     }
@@ -110,7 +107,7 @@ public sealed class LockNodeTests : IAsyncLifetime
     [Fact]
     public async Task Grpc_ping_answers_without_locking_and_through_the_resources_master_when_named()
     {
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_node!.GrpcPort}");
         using var s = new LockService.LockServiceClient(channel).Session();
         var inbox = Inbox(s.ResponseStream);
 
@@ -133,14 +130,14 @@ public sealed class LockNodeTests : IAsyncLifetime
         Assert.Contains("longer than 64 bytes", error.Message);
 
         // Pinging locked nothing.
-        var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=pings");
+        var view = await Http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=pings");
         Assert.Empty(view!.Resources);
     }
 
     [Fact]
     public async Task Grpc_batches_are_handled_in_order_and_answered_in_batches_only_when_accepted()
     {
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_node!.GrpcPort}");
         var client = new LockService.LockServiceClient(channel);
         using var s = client.Session();
         var inbox = Inbox(s.ResponseStream);
@@ -171,7 +168,7 @@ public sealed class LockNodeTests : IAsyncLifetime
         await s.RequestStream.WriteAsync(new ClientMessage { Batch = unlocks });
         var unlocked = await CollectAsync(inbox, 8);
         Assert.All(unlocked.Values, m => Assert.Equal(Status.Unlocked, m.Completion.Status));
-        var view = await _http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=batched");
+        var view = await Http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=batched");
         Assert.Equal(["same"], view!.Resources.Select(r => r.Resource));
 
         // A session opened without accept_batches (every client written before it) gets its answers one by one.
@@ -227,37 +224,37 @@ public sealed class LockNodeTests : IAsyncLifetime
     [Fact]
     public async Task Http_routes_list_lockspaces_and_reject_bad_names()
     {
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_httpPort + 1000}");
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{_node!.GrpcPort}");
         using var s = new LockService.LockServiceClient(channel).Session();
         await s.RequestStream.WriteAsync(new ClientMessage { RequestId = 1, Open = new Open { Lockspace = "listed", LvbLength = 32 } });
         Assert.Equal(32u, (await Inbox(s.ResponseStream).NextAsync()).Opened.LvbLength);
 
-        var spaces = await _http.GetFromJsonAsync<List<LockspaceView>>("/v1/lockspaces");
+        var spaces = await Http.GetFromJsonAsync<List<LockspaceView>>("/v1/lockspaces");
         var listed = Assert.Single(spaces!, l => l.Name == "listed");
         Assert.Equal((32, "lk1", 1), (listed.LvbLength, listed.Slots[0].NodeId, listed.Slots[0].Slot));
 
-        Assert.Equal(HttpStatusCode.NotFound, (await _http.GetAsync("/v1/locks?lockspace=nope")).StatusCode);
-        Assert.Equal(HttpStatusCode.BadRequest, (await _http.GetAsync("/v1/locks?lockspace=bad/name")).StatusCode);
-        Assert.Equal(HttpStatusCode.BadRequest, (await _http.GetAsync("/v1/locks")).StatusCode);
-        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync("/v1/locks/torture?clients=0", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await Http.GetAsync("/v1/locks?lockspace=nope")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Http.GetAsync("/v1/locks?lockspace=bad/name")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Http.GetAsync("/v1/locks")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Http.PostAsync("/v1/locks/torture?clients=0", null)).StatusCode);
     }
 
     [Fact]
     public async Task Cli_torture_prints_expected_and_found_and_cli_dump_renders_the_queues()
     {
         var output = new StringWriter();
-        var exit = await LockCommands.TortureAsync(_http, clients: 4, iterations: 100, timeoutSeconds: 120, output, CancellationToken.None);
+        var exit = await LockCommands.TortureAsync(Http, clients: 4, iterations: 100, timeoutSeconds: 120, output, CancellationToken.None);
         Assert.Equal(0, exit);
         Assert.Contains("expected 400 found 400", output.ToString());
 
         var list = new StringWriter();
-        Assert.Equal(0, await LockCommands.ListAsync(_http, json: false, list, CancellationToken.None));
+        Assert.Equal(0, await LockCommands.ListAsync(Http, json: false, list, CancellationToken.None));
         Assert.Contains("torture", list.ToString());
 
-        var cli = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "dump", "nope", "--node", $"127.0.0.1:{_httpPort}"], Patience);
+        var cli = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "dump", "nope", "--node", $"127.0.0.1:{HttpPort}"], Patience);
         Assert.Equal(1, cli.ExitCode);
         Assert.Contains("no lockspace 'nope'", cli.Stderr);
-        var torture = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "torture", "--clients", "2", "--iterations", "50", "--node", $"127.0.0.1:{_httpPort}"], TimeSpan.FromSeconds(120));
+        var torture = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "torture", "--clients", "2", "--iterations", "50", "--node", $"127.0.0.1:{HttpPort}"], TimeSpan.FromSeconds(120));
         Assert.True(torture.ExitCode == 0, torture.ToString());
         Assert.Contains("expected 100 found 100", torture.Stdout);
     }
