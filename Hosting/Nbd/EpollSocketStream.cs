@@ -24,7 +24,6 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
     private const int InlineReadsPerTurn = 16;
 
     private readonly NbdReceiveLoop _loop;
-    private readonly Socket _socket;
     private ManualResetValueTaskSourceCore<int> _core = new() { RunContinuationsAsynchronously = false };
     private CancellationTokenRegistration _cancelRegistration;
     private CancellationToken _cancellation;
@@ -36,11 +35,14 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
     private readonly object _armGate = new();
     private uint _interest;
     private Action? _onWritable;
+    private string? _armFailure;
+
+    // The pins of one vectored send, kept between sends: only the connection's pump sends a list, one send at a time.
+    private MemoryHandle[] _sendPins = [];
 
     internal EpollSocketStream(NbdReceiveLoop loop, Socket socket, ulong token)
     {
         _loop = loop;
-        _socket = socket;
         Token = token;
         Fd = (int)socket.Handle;
         Handle = socket.SafeHandle;
@@ -136,8 +138,6 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
         writer?.Invoke();
     }
 
-    private string? _armFailure;
-
     private void ArmRead()
     {
         string? whyNot;
@@ -161,7 +161,12 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
     {
         var count = Math.Min(segments.Count, 1024);
         var vectors = stackalloc IoVec[count];
-        var pins = new MemoryHandle[count];
+        if (_sendPins.Length < count)
+        {
+            _sendPins = new MemoryHandle[count];
+        }
+
+        var pins = _sendPins;
         try
         {
             for (var i = 0; i < count; i++)
@@ -416,7 +421,6 @@ internal sealed partial class EpollSocketStream : Stream, IValueTaskSource<int>
         {
             _loop.Detach(this);
             OnLoopFailed(new ObjectDisposedException(nameof(EpollSocketStream)));
-            GC.KeepAlive(_socket);
         }
 
         base.Dispose(disposing);
