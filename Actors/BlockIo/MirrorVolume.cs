@@ -205,7 +205,7 @@ public sealed class MirrorVolume : IBlockDevice
                     device = wrap(legDescriptor.LegId, device);
                 }
 
-                legs.Add(new Leg(legDescriptor.LegId, device, superblock));
+                legs.Add(new Leg(legDescriptor.LegId, device, superblock, NewInlineGuard(options)));
             }
 
             // A leg that missed an events bump was out of the mirror when the others moved on: stale.
@@ -589,7 +589,7 @@ public sealed class MirrorVolume : IBlockDevice
                     {
                         // FUA per leg: a buffered leg syncs this range only (RWF_DSYNC), not every dirty page it holds.
                         LegOp.Write when forceUnitAccess => leg.Device.WriteDurableAsync(legOffset, data),
-                        LegOp.Write when i == onCaller => leg.Device.WriteOnCallerAsync(legOffset, data),
+                        LegOp.Write when i == onCaller => WriteOnCallerGuarded(leg, legOffset, data),
                         LegOp.Write => leg.Device.WriteAsync(legOffset, data),
                         LegOp.Zero => leg.Device.ZeroAsync(legOffset, length, mayPunchHole),
                         _ => leg.Device.FlushAsync(),
@@ -631,18 +631,21 @@ public sealed class MirrorVolume : IBlockDevice
     private void WriteOnCallerAndWriters(IoOp op, int onCaller, long legOffset, ReadOnlyMemory<byte> data)
     {
         var tasks = op.LegTasks;
+        var now = Stopwatch.GetTimestamp();
         for (var i = onCaller + 1; i < _legs.Length; i++)
         {
             if (op.LegActive[i])
             {
                 tasks[i] = op.LegWrites[i].Prepare(_legs[i].Device, legOffset, data);
-                _writers[i]!.Enqueue(op.LegWrites[i], wake: data.Length >= _options.ParallelLegWriteBytes);
+
+                // A leg whose writes must stay off this thread gets its writer woken: nobody copies it here.
+                _writers[i]!.Enqueue(op.LegWrites[i], wake: data.Length >= _options.ParallelLegWriteBytes || !_legs[i].InlineGuard.MayWriteInline(now));
             }
         }
 
         try
         {
-            tasks[onCaller] = _legs[onCaller].Device.WriteOnCallerAsync(legOffset, data);
+            tasks[onCaller] = WriteOnCallerGuarded(_legs[onCaller], legOffset, data);
         }
         catch (Exception e)
         {
@@ -651,12 +654,43 @@ public sealed class MirrorVolume : IBlockDevice
 
         for (var i = onCaller + 1; i < _legs.Length; i++)
         {
-            if (op.LegActive[i])
+            var guard = _legs[i].InlineGuard;
+            var started = Stopwatch.GetTimestamp();
+            if (op.LegActive[i] && guard.MayWriteInline(started))
             {
                 op.LegWrites[i].TryRunHere();
+                guard.Observe(started, Stopwatch.GetTimestamp());
             }
         }
     }
+
+    /// <summary>
+    /// A leg's write on this thread (a buffered leg copies into the page cache at once) unless its
+    /// <see cref="InlineWriteGuard"/> saw a recent inline write block; then on the pool, like an O_DIRECT leg's.
+    /// </summary>
+    private static ValueTask WriteOnCallerGuarded(Leg leg, long legOffset, ReadOnlyMemory<byte> data)
+    {
+        var started = Stopwatch.GetTimestamp();
+        if (!leg.InlineGuard.MayWriteInline(started))
+        {
+            return leg.Device.WriteAsync(legOffset, data);
+        }
+
+        var write = leg.Device.WriteOnCallerAsync(legOffset, data);
+        leg.InlineGuard.Observe(started, Stopwatch.GetTimestamp());
+        return write;
+    }
+
+    private static InlineWriteGuard NewInlineGuard(MirrorVolumeOptions options)
+    {
+        var cooldown = Ticks(options.InlineWriteCooldown);
+        return new InlineWriteGuard(Ticks(options.InlineWriteSlowAfter), cooldown, cooldown * 16);
+
+        static long Ticks(TimeSpan span) => Math.Max(1, (long)(span.TotalSeconds * Stopwatch.Frequency));
+    }
+
+    /// <summary>Inline writes of every leg that were slow enough to send that leg's writes off the request thread.</summary>
+    public long SlowInlineWrites => _legs.Sum(l => l.InlineGuard.SlowWrites);
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<int> AwaitLegsAsync(LegOp kind, IoOp op, long legOffset)
@@ -1370,9 +1404,12 @@ public sealed class MirrorVolume : IBlockDevice
         _logger.LogInformation("Volume {Volume} closed", Name);
     }
 
-    private sealed class Leg(Guid id, ILegDevice device, LegSuperblock superblock)
+    private sealed class Leg(Guid id, ILegDevice device, LegSuperblock superblock, InlineWriteGuard inlineGuard)
     {
         public Guid Id { get; } = id;
+
+        /// <summary>Whether this leg's writes may run on the request's thread (writeback: they could block it).</summary>
+        public InlineWriteGuard InlineGuard { get; } = inlineGuard;
 
         public ILegDevice Device { get; } = device;
 

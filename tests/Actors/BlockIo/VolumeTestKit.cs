@@ -110,6 +110,30 @@ public sealed class TestLeg(ILegDevice inner) : ILegDevice
         await inner.WriteAsync(offset, buffer, cancellation).ConfigureAwait(false);
     }
 
+    /// <summary>How long the next inline write blocks its thread before it runs (as a write held in dirty-page throttling would); reset after it.</summary>
+    public volatile int NextInlineWriteBlocksMs;
+
+    /// <summary>Names of the threads inline writes (<see cref="WriteOnCallerAsync"/>) ran on, in order ("" for unnamed).</summary>
+    public ConcurrentQueue<string> InlineWriteThreads { get; } = new();
+
+    /// <summary>A write on the caller's thread: a buffered leg copies into the page cache here, and may block here.</summary>
+    public ValueTask WriteOnCallerAsync(long offset, ReadOnlyMemory<byte> buffer)
+    {
+        InlineWriteThreads.Enqueue(Thread.CurrentThread.Name ?? string.Empty);
+        if (Interlocked.Exchange(ref NextInlineWriteBlocksMs, 0) is > 0 and var blockMs)
+        {
+            Thread.Sleep(blockMs);
+        }
+
+        if (FailWrites || _hold is not null)
+        {
+            return WriteAsync(offset, buffer);
+        }
+
+        Writes.Enqueue(offset);
+        return inner.WriteOnCallerAsync(offset, buffer);
+    }
+
     /// <summary>What every write goes through first: the injected failure, the hold, the record of its offset.</summary>
     private async ValueTask BeforeWriteAsync(long offset, int length)
     {
