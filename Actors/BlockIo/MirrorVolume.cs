@@ -1335,6 +1335,12 @@ public sealed class MirrorVolume : IBlockDevice
         }
 
         await _drained.Task.ConfigureAwait(false);
+        if (SlowInlineWrites > 0)
+        {
+            _logger.LogInformation("Volume {Volume}: {Count} leg write(s) on a request thread took {SlowMs} ms or more; after each, that leg wrote on the thread pool for a cooldown",
+                Name, SlowInlineWrites, _options.InlineWriteSlowAfter.TotalMilliseconds);
+        }
+
         if (_clearTimer is not null)
         {
             await _clearTimer.DisposeAsync().ConfigureAwait(false);

@@ -46,12 +46,18 @@ public sealed record MirrorVolumeOptions
     /// <summary>
     /// Writeback volumes: an inline write (on the request's own thread, usually an NBD receive loop) that takes this
     /// long sends the leg's writes to the thread pool for <see cref="InlineWriteCooldown"/> (<see cref="InlineWriteGuard"/>).
-    /// A page-cache copy of 1 MiB takes ~0.1–0.3 ms here; a write held in dirty-page throttling takes far longer.
+    /// A page-cache copy of 1 MiB takes ~0.1–0.3 ms here; a write held in dirty-page throttling or behind a journal
+    /// commit takes tens to hundreds. Below ~5 ms, preemption on 2 busy cores alone would trip it.
     /// </summary>
-    public TimeSpan InlineWriteSlowAfter { get; init; } = TimeSpan.FromMilliseconds(2);
+    public TimeSpan InlineWriteSlowAfter { get; init; } = TimeSpan.FromMilliseconds(5);
 
-    /// <summary>The first cooldown after a slow inline write; it doubles while writes stay slow, up to 16 times this.</summary>
-    public TimeSpan InlineWriteCooldown { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>
+    /// The first cooldown after a slow inline write; it doubles while writes stay slow, up to 16 times this. Short,
+    /// because a busy volume's own writes also block now and then (page writeback) and each cooldown costs that
+    /// volume's writer the pool hop: 1 s cost a single-connection 4 KiB write job 48 %, 100 ms cost it 8 %
+    /// (docs/benchmarks.md, "A write storm on one volume beside reads of another").
+    /// </summary>
+    public TimeSpan InlineWriteCooldown { get; init; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Largest read or write payload accepted (NBD maximum block size).</summary>
     public int MaximumRequestSize { get; init; } = 32 << 20;
