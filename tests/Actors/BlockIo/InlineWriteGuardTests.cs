@@ -58,11 +58,13 @@ public sealed class InlineWriteGuardTests : IDisposable
         Assert.Throws<ArgumentOutOfRangeException>(() => new InlineWriteGuard(10, 100, 99));
     }
 
+    // The tests' threshold (100 ms) is far above a 4 KiB page-cache copy even on a loaded CI machine, and the injected
+    // block (300 ms) far above the threshold, so only the injected write counts as slow.
     [Fact]
     public async Task A_blocked_inline_write_sends_the_legs_next_writes_to_the_pool_and_every_write_reads_back()
     {
         var descriptor = await CreateAsync(_dir, legs: 1);
-        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(5), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
+        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(100), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
         var (volume, legs) = await OpenAsync(descriptor, options: options);
         await using (volume)
         {
@@ -70,7 +72,7 @@ public sealed class InlineWriteGuardTests : IDisposable
             await volume.WriteAsync(0, Pattern(1), forceUnitAccess: false);
             Assert.Single(leg.InlineWriteThreads);
 
-            leg.NextInlineWriteBlocksMs = 50;
+            leg.NextInlineWriteBlocksMs = 300;
             await volume.WriteAsync(4096, Pattern(2), forceUnitAccess: false);
             for (var i = 3; i <= 10; i++)
             {
@@ -87,12 +89,12 @@ public sealed class InlineWriteGuardTests : IDisposable
     public async Task With_two_legs_a_blocked_second_leg_is_left_to_its_writer_thread_and_no_write_waits_for_a_sleeping_writer()
     {
         var descriptor = await CreateAsync(_dir, legs: 2);
-        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(5), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
+        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(100), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
         var (volume, legs) = await OpenAsync(descriptor, options: options);
         await using (volume)
         {
             var second = legs[descriptor.Legs[1].LegId];
-            second.NextInlineWriteBlocksMs = 50;
+            second.NextInlineWriteBlocksMs = 300;
 
             // 4 KiB writes are below ParallelLegWriteBytes: normally the request's thread copies the second leg itself
             // unless its writer is awake. Each write is awaited alone, with a bound: a write left to a writer that
