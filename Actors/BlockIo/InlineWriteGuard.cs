@@ -37,6 +37,20 @@ public sealed class InlineWriteGuard
         _cooldownTicks = baseCooldownTicks;
     }
 
+    [ThreadStatic]
+    private static bool t_callerServesOneConnection;
+
+    /// <summary>
+    /// Set by a thread that serves several connections (an NBD receive loop) before it runs one of them: true while
+    /// that connection is the only one on the thread, so a write blocking there delays nobody else and stays inline
+    /// whatever its leg's guard says. False on every other thread (pool threads serve everyone).
+    /// </summary>
+    public static bool CallerServesOneConnection
+    {
+        get => t_callerServesOneConnection;
+        set => t_callerServesOneConnection = value;
+    }
+
     /// <summary>Inline writes that were slow (each started a cooldown).</summary>
     public long SlowWrites => Volatile.Read(ref _slowWrites);
 

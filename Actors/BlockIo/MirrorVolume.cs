@@ -639,7 +639,7 @@ public sealed class MirrorVolume : IBlockDevice
                 tasks[i] = op.LegWrites[i].Prepare(_legs[i].Device, legOffset, data);
 
                 // A leg whose writes must stay off this thread gets its writer woken: nobody copies it here.
-                _writers[i]!.Enqueue(op.LegWrites[i], wake: data.Length >= _options.ParallelLegWriteBytes || !_legs[i].InlineGuard.MayWriteInline(now));
+                _writers[i]!.Enqueue(op.LegWrites[i], wake: data.Length >= _options.ParallelLegWriteBytes || !MayCopyHere(_legs[i], now));
             }
         }
 
@@ -654,15 +654,16 @@ public sealed class MirrorVolume : IBlockDevice
 
         for (var i = onCaller + 1; i < _legs.Length; i++)
         {
-            var guard = _legs[i].InlineGuard;
             var started = Stopwatch.GetTimestamp();
-            if (op.LegActive[i] && guard.MayWriteInline(started))
+            if (op.LegActive[i] && MayCopyHere(_legs[i], started))
             {
                 op.LegWrites[i].TryRunHere();
-                guard.Observe(started, Stopwatch.GetTimestamp());
+                _legs[i].InlineGuard.Observe(started, Stopwatch.GetTimestamp());
             }
         }
     }
+
+    private static bool MayCopyHere(Leg leg, long now) => InlineWriteGuard.CallerServesOneConnection || leg.InlineGuard.MayWriteInline(now);
 
     /// <summary>
     /// A leg's write on this thread (a buffered leg copies into the page cache at once) unless its
@@ -670,6 +671,12 @@ public sealed class MirrorVolume : IBlockDevice
     /// </summary>
     private static ValueTask WriteOnCallerGuarded(Leg leg, long legOffset, ReadOnlyMemory<byte> data)
     {
+        if (InlineWriteGuard.CallerServesOneConnection)
+        {
+            // Nobody else waits on this thread: blocking here costs what waiting for a pool thread would.
+            return leg.Device.WriteOnCallerAsync(legOffset, data);
+        }
+
         var started = Stopwatch.GetTimestamp();
         if (!leg.InlineGuard.MayWriteInline(started))
         {

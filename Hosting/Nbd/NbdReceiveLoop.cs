@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Lockstep.Actors.BlockIo;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 
@@ -36,6 +37,9 @@ internal sealed partial class NbdReceiveLoop : IDisposable
     private readonly ConcurrentDictionary<ulong, EpollSocketStream> _streams = new();
     private readonly ILogger _logger;
     private long _nextToken;
+
+    // Connections attached (ConcurrentDictionary.Count takes every bucket lock; the loop reads this per event).
+    private int _attached;
     private volatile bool _stopping;
 
     private NbdReceiveLoop(int epoll, int wake, ILogger logger)
@@ -91,12 +95,17 @@ internal sealed partial class NbdReceiveLoop : IDisposable
         var token = (ulong)Interlocked.Increment(ref _nextToken);
         var stream = new EpollSocketStream(this, socket, token);
         _streams[token] = stream;
+        Interlocked.Increment(ref _attached);
         // Registered disarmed: the first receive that finds nothing arms it (one-shot, re-armed per wait).
         var added = new EpollEvent { Events = EpollOneShot, Data = token };
         if (EpollCtl(_epoll, EpollCtlAdd, stream.Fd, ref added) != 0)
         {
             var error = Marshal.GetLastPInvokeError();
-            _streams.TryRemove(token, out _);
+            if (_streams.TryRemove(token, out _))
+            {
+                Interlocked.Decrement(ref _attached);
+            }
+
             throw new IOException($"cannot watch the NBD socket with epoll: {Marshal.GetPInvokeErrorMessage(error)}");
         }
 
@@ -122,6 +131,7 @@ internal sealed partial class NbdReceiveLoop : IDisposable
     {
         if (_streams.TryRemove(stream.Token, out _))
         {
+            Interlocked.Decrement(ref _attached);
             var none = default(EpollEvent);
             // Fails only if the socket is already closed, which removed it from the set anyway.
             _ = EpollCtl(_epoll, EpollCtlDel, stream.Fd, ref none);
@@ -132,7 +142,7 @@ internal sealed partial class NbdReceiveLoop : IDisposable
     internal bool OnLoopThread => Thread.CurrentThread == _thread;
 
     /// <summary>Connections attached right now (tests).</summary>
-    internal int AttachedCount => _streams.Count;
+    internal int AttachedCount => Volatile.Read(ref _attached);
 
     private unsafe void Run()
     {
@@ -167,6 +177,8 @@ internal sealed partial class NbdReceiveLoop : IDisposable
                 {
                     try
                     {
+                        // A write this connection runs here blocks only itself when it is the loop's one connection.
+                        InlineWriteGuard.CallerServesOneConnection = Volatile.Read(ref _attached) == 1;
                         stream.OnEvents(happened);
                     }
                     catch (Exception e)

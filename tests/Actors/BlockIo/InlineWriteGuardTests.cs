@@ -86,6 +86,39 @@ public sealed class InlineWriteGuardTests : IDisposable
     }
 
     [Fact]
+    public async Task A_thread_serving_one_connection_keeps_writing_inline_after_a_blocked_write()
+    {
+        var descriptor = await CreateAsync(_dir, legs: 1);
+        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(100), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
+        var (volume, legs) = await OpenAsync(descriptor, options: options);
+        await using (volume)
+        {
+            var leg = legs.Values.Single();
+
+            // The first write marks the chunk (its bit goes to disk first, off this thread); the rest need no wait.
+            await volume.WriteAsync(0, Pattern(1), forceUnitAccess: false);
+            leg.NextInlineWriteBlocksMs = 300;
+            var loopLike = new Thread(() =>
+            {
+                // What an NBD receive loop sets while its only connection's reader runs.
+                InlineWriteGuard.CallerServesOneConnection = true;
+                for (var i = 2; i <= 6; i++)
+                {
+                    volume.WriteAsync(4096L * (i - 1), Pattern(i), forceUnitAccess: false).AsTask().GetAwaiter().GetResult();
+                }
+            }) { Name = "one-connection loop" };
+            loopLike.Start();
+            Assert.True(loopLike.Join(TimeSpan.FromSeconds(30)));
+
+            Assert.Equal(["one-connection loop"], leg.InlineWriteThreads.Skip(1).Distinct());
+            Assert.Equal(6, leg.InlineWriteThreads.Count);
+            Assert.Equal(0, volume.SlowInlineWrites);
+            Assert.False(InlineWriteGuard.CallerServesOneConnection);
+            await AssertReadsBackAsync(volume, [1, 2, 3, 4, 5, 6]);
+        }
+    }
+
+    [Fact]
     public async Task With_two_legs_a_blocked_second_leg_is_left_to_its_writer_thread_and_no_write_waits_for_a_sleeping_writer()
     {
         var descriptor = await CreateAsync(_dir, legs: 2);
