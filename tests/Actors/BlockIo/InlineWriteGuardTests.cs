@@ -63,9 +63,7 @@ public sealed class InlineWriteGuardTests : IDisposable
     [Fact]
     public async Task A_blocked_inline_write_sends_the_legs_next_writes_to_the_pool_and_every_write_reads_back()
     {
-        var descriptor = await CreateAsync(_dir, legs: 1);
-        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(100), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
-        var (volume, legs) = await OpenAsync(descriptor, options: options);
+        var (descriptor, volume, legs) = await OpenWritebackAsync(1);
         await using (volume)
         {
             var leg = legs.Values.Single();
@@ -88,9 +86,7 @@ public sealed class InlineWriteGuardTests : IDisposable
     [Fact]
     public async Task A_thread_serving_one_connection_keeps_writing_inline_after_a_blocked_write()
     {
-        var descriptor = await CreateAsync(_dir, legs: 1);
-        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(100), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
-        var (volume, legs) = await OpenAsync(descriptor, options: options);
+        var (descriptor, volume, legs) = await OpenWritebackAsync(1);
         await using (volume)
         {
             var leg = legs.Values.Single();
@@ -121,9 +117,7 @@ public sealed class InlineWriteGuardTests : IDisposable
     [Fact]
     public async Task With_two_legs_a_blocked_second_leg_is_left_to_its_writer_thread_and_no_write_waits_for_a_sleeping_writer()
     {
-        var descriptor = await CreateAsync(_dir, legs: 2);
-        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(100), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
-        var (volume, legs) = await OpenAsync(descriptor, options: options);
+        var (descriptor, volume, legs) = await OpenWritebackAsync(2);
         await using (volume)
         {
             var second = legs[descriptor.Legs[1].LegId];
@@ -147,6 +141,14 @@ public sealed class InlineWriteGuardTests : IDisposable
             var verify = await volume.VerifyAsync();
             Assert.Empty(verify.DifferingChunks);
         }
+    }
+
+    private async Task<(VolumeDescriptor Descriptor, MirrorVolume Volume, Dictionary<Guid, TestLeg> Legs)> OpenWritebackAsync(int legCount)
+    {
+        var descriptor = await CreateAsync(_dir, legs: legCount);
+        var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(100), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
+        var (volume, legs) = await OpenAsync(descriptor, options: options);
+        return (descriptor, volume, legs);
     }
 
     private static byte[] Pattern(int seed)
