@@ -38,17 +38,18 @@ public sealed class InlineWriteGuard
     }
 
     [ThreadStatic]
-    private static bool t_callerServesOneConnection;
+    private static bool t_callerServesOtherConnections;
 
     /// <summary>
     /// Set by a thread that serves several connections (an NBD receive loop) before it runs one of them: true while
-    /// that connection is the only one on the thread, so a write blocking there delays nobody else and stays inline
-    /// whatever its leg's guard says. False on every other thread (pool threads serve everyone).
+    /// other connections share the thread, the only case where a blocked write delays someone else and the guard is
+    /// consulted. False on every other thread: a pool or writer thread that blocks delays only its own request (the
+    /// pool has other threads), so it writes inline as before.
     /// </summary>
-    public static bool CallerServesOneConnection
+    public static bool CallerServesOtherConnections
     {
-        get => t_callerServesOneConnection;
-        set => t_callerServesOneConnection = value;
+        get => t_callerServesOtherConnections;
+        set => t_callerServesOtherConnections = value;
     }
 
     /// <summary>Inline writes that were slow (each started a cooldown).</summary>

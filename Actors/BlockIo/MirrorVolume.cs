@@ -663,15 +663,16 @@ public sealed class MirrorVolume : IBlockDevice
         }
     }
 
-    private static bool MayCopyHere(Leg leg, long now) => InlineWriteGuard.CallerServesOneConnection || leg.InlineGuard.MayWriteInline(now);
+    private static bool MayCopyHere(Leg leg, long now) => !InlineWriteGuard.CallerServesOtherConnections || leg.InlineGuard.MayWriteInline(now);
 
     /// <summary>
-    /// A leg's write on this thread (a buffered leg copies into the page cache at once) unless its
-    /// <see cref="InlineWriteGuard"/> saw a recent inline write block; then on the pool, like an O_DIRECT leg's.
+    /// A leg's write on this thread (a buffered leg copies into the page cache at once) unless this thread also serves
+    /// other connections and the leg's <see cref="InlineWriteGuard"/> saw a recent inline write block; then on the
+    /// pool, like an O_DIRECT leg's.
     /// </summary>
     private static ValueTask WriteOnCallerGuarded(Leg leg, long legOffset, ReadOnlyMemory<byte> data)
     {
-        if (InlineWriteGuard.CallerServesOneConnection)
+        if (!InlineWriteGuard.CallerServesOtherConnections)
         {
             // Nobody else waits on this thread: blocking here costs what waiting for a pool thread would.
             return leg.Device.WriteOnCallerAsync(legOffset, data);

@@ -177,8 +177,8 @@ internal sealed partial class NbdReceiveLoop : IDisposable
                 {
                     try
                     {
-                        // A write this connection runs here blocks only itself when it is the loop's one connection.
-                        InlineWriteGuard.CallerServesOneConnection = Volatile.Read(ref _attached) == 1;
+                        // A write this connection runs here would block the loop's other connections too, if any.
+                        InlineWriteGuard.CallerServesOtherConnections = Volatile.Read(ref _attached) > 1;
                         stream.OnEvents(happened);
                     }
                     catch (Exception e)

@@ -59,24 +59,21 @@ public sealed class InlineWriteGuardTests : IDisposable
     }
 
     // The tests' threshold (100 ms) is far above a 4 KiB page-cache copy even on a loaded CI machine, and the injected
-    // block (300 ms) far above the threshold, so only the injected write counts as slow.
+    // block (300 ms) far above the threshold, so only the injected write counts as slow. Writes 2.. run synchronously
+    // on one thread standing in for a receive loop (their chunk is marked by write 1, so nothing makes them wait).
     [Fact]
-    public async Task A_blocked_inline_write_sends_the_legs_next_writes_to_the_pool_and_every_write_reads_back()
+    public async Task On_a_loop_shared_with_other_connections_a_blocked_write_sends_the_legs_next_writes_to_the_pool()
     {
-        var (descriptor, volume, legs) = await OpenWritebackAsync(1);
+        var (_, volume, legs) = await OpenWritebackAsync(1);
         await using (volume)
         {
             var leg = legs.Values.Single();
             await volume.WriteAsync(0, Pattern(1), forceUnitAccess: false);
-            Assert.Single(leg.InlineWriteThreads);
-
             leg.NextInlineWriteBlocksMs = 300;
-            await volume.WriteAsync(4096, Pattern(2), forceUnitAccess: false);
-            for (var i = 3; i <= 10; i++)
-            {
-                await volume.WriteAsync(4096L * (i - 1), Pattern(i), forceUnitAccess: false);
-            }
 
+            RunOnLoopThread(volume, seeds: 2..10, servesOthers: true);
+
+            // Write 1 (on the pool after its bit) and the blocked write 2 ran inline; 3..10 went to the pool.
             Assert.Equal(2, leg.InlineWriteThreads.Count);
             Assert.Equal(1, volume.SlowInlineWrites);
             await AssertReadsBackAsync(volume, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
@@ -84,32 +81,21 @@ public sealed class InlineWriteGuardTests : IDisposable
     }
 
     [Fact]
-    public async Task A_thread_serving_one_connection_keeps_writing_inline_after_a_blocked_write()
+    public async Task A_thread_serving_only_its_own_connection_keeps_writing_inline_after_a_blocked_write()
     {
-        var (descriptor, volume, legs) = await OpenWritebackAsync(1);
+        var (_, volume, legs) = await OpenWritebackAsync(1);
         await using (volume)
         {
             var leg = legs.Values.Single();
-
-            // The first write marks the chunk (its bit goes to disk first, off this thread); the rest need no wait.
             await volume.WriteAsync(0, Pattern(1), forceUnitAccess: false);
             leg.NextInlineWriteBlocksMs = 300;
-            var loopLike = new Thread(() =>
-            {
-                // What an NBD receive loop sets while its only connection's reader runs.
-                InlineWriteGuard.CallerServesOneConnection = true;
-                for (var i = 2; i <= 6; i++)
-                {
-                    volume.WriteAsync(4096L * (i - 1), Pattern(i), forceUnitAccess: false).AsTask().GetAwaiter().GetResult();
-                }
-            }) { Name = "one-connection loop" };
-            loopLike.Start();
-            Assert.True(loopLike.Join(TimeSpan.FromSeconds(30)));
 
-            Assert.Equal(["one-connection loop"], leg.InlineWriteThreads.Skip(1).Distinct());
+            RunOnLoopThread(volume, seeds: 2..6, servesOthers: false);
+
+            Assert.Equal([LoopThreadName], leg.InlineWriteThreads.Skip(1).Distinct());
             Assert.Equal(6, leg.InlineWriteThreads.Count);
             Assert.Equal(0, volume.SlowInlineWrites);
-            Assert.False(InlineWriteGuard.CallerServesOneConnection);
+            Assert.False(InlineWriteGuard.CallerServesOtherConnections);
             await AssertReadsBackAsync(volume, [1, 2, 3, 4, 5, 6]);
         }
     }
@@ -120,32 +106,57 @@ public sealed class InlineWriteGuardTests : IDisposable
         var (descriptor, volume, legs) = await OpenWritebackAsync(2);
         await using (volume)
         {
+            await volume.WriteAsync(0, Pattern(1), forceUnitAccess: false);
             var second = legs[descriptor.Legs[1].LegId];
+            var before = second.InlineWriteThreads.Count;
             second.NextInlineWriteBlocksMs = 300;
 
             // 4 KiB writes are below ParallelLegWriteBytes: normally the request's thread copies the second leg itself
-            // unless its writer is awake. Each write is awaited alone, with a bound: a write left to a writer that
-            // nobody woke would hang here.
-            for (var i = 1; i <= 20; i++)
-            {
-                await volume.WriteAsync(4096L * i, Pattern(i), forceUnitAccess: false).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
-            }
+            // unless its writer is awake. A write left to a writer that nobody woke would hang (bounded below).
+            RunOnLoopThread(volume, seeds: 2..20, servesOthers: true);
 
-            var threads = second.InlineWriteThreads.ToArray();
-            Assert.Equal(20, threads.Length);
+            var threads = second.InlineWriteThreads.Skip(before).ToArray();
+            Assert.Equal(19, threads.Length);
             Assert.Equal(1, volume.SlowInlineWrites);
 
-            // The first copy of this leg blocked; after it, only the leg's writer thread copied this leg.
+            // The first copy of this leg after write 1 blocked; after it, only the leg's writer thread copied this leg.
             Assert.All(threads[1..], name => Assert.StartsWith("leg writer ", name));
-            await AssertReadsBackAsync(volume, Enumerable.Range(1, 20).ToArray(), firstBlock: 1);
+            await AssertReadsBackAsync(volume, Enumerable.Range(1, 20).ToArray());
             var verify = await volume.VerifyAsync();
             Assert.Empty(verify.DifferingChunks);
         }
     }
 
+    private const string LoopThreadName = "receive loop stand-in";
+
+    /// <summary>Writes block i-1 with Pattern(i) for each seed, synchronously on one thread marked as a receive loop.</summary>
+    private static void RunOnLoopThread(MirrorVolume volume, Range seeds, bool servesOthers)
+    {
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                InlineWriteGuard.CallerServesOtherConnections = servesOthers;
+                for (var i = seeds.Start.Value; i <= seeds.End.Value; i++)
+                {
+                    volume.WriteAsync(4096L * (i - 1), Pattern(i), forceUnitAccess: false).AsTask().GetAwaiter().GetResult();
+                }
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }) { Name = LoopThreadName, IsBackground = true };
+        thread.Start();
+        Assert.True(thread.Join(TimeSpan.FromSeconds(30)), "the writes did not finish in 30 s");
+        Assert.Null(failure);
+    }
+
     private async Task<(VolumeDescriptor Descriptor, MirrorVolume Volume, Dictionary<Guid, TestLeg> Legs)> OpenWritebackAsync(int legCount)
     {
-        var descriptor = await CreateAsync(_dir, legs: legCount);
+        // One 1 MiB chunk holds every block the tests write: only the first write waits for its bit.
+        var descriptor = await CreateAsync(_dir, chunk: 1 << 20, legs: legCount);
         var options = new MirrorVolumeOptions { Cache = VolumeCacheMode.Writeback, InlineWriteSlowAfter = TimeSpan.FromMilliseconds(100), InlineWriteCooldown = TimeSpan.FromMinutes(1) };
         var (volume, legs) = await OpenAsync(descriptor, options: options);
         return (descriptor, volume, legs);
