@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
-using Lockstep.Actors.BlockIo;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using Lockstep.Actors.BlockIo;
 
 namespace Lockstep.Hosting.Nbd;
 
