@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace Lockstep.Actors.BlockIo;
 
 /// <summary>
@@ -50,6 +52,33 @@ public sealed class InlineWriteGuard
     {
         get => t_callerServesOtherConnections;
         set => t_callerServesOtherConnections = value;
+    }
+
+    /// <summary>
+    /// Whether a write of this leg may run on the calling thread now: always on a thread that serves no other
+    /// connection, else unless a cooldown runs. <paramref name="started"/> is the start to hand to
+    /// <see cref="InlineFinished"/>: 0 on a thread that serves no other connection, whose writes are neither timed
+    /// nor counted (blocking there delays only the write's own request).
+    /// </summary>
+    public bool TryStartInline(out long started)
+    {
+        if (!t_callerServesOtherConnections)
+        {
+            started = 0;
+            return true;
+        }
+
+        started = Stopwatch.GetTimestamp();
+        return MayWriteInline(started);
+    }
+
+    /// <summary>The write <see cref="TryStartInline"/> let run on this thread has returned.</summary>
+    public void InlineFinished(long started)
+    {
+        if (started != 0)
+        {
+            Observe(started, Stopwatch.GetTimestamp());
+        }
     }
 
     /// <summary>Inline writes that were slow (each started a cooldown).</summary>

@@ -81,7 +81,7 @@ public sealed class MirrorVolume : IBlockDevice
         _writers = new LegWriter?[legs.Length];
         _bitmap = new BitmapSlotState(layout.ChunkCount);
         _eventsCounter = legs.Max(l => l.Superblock.Events);
-        _clearDelayTicks = (long)(options.BitmapClearDelay.TotalSeconds * Stopwatch.Frequency);
+        _clearDelayTicks = StopwatchTicks(options.BitmapClearDelay);
         _setAheadChunks = (int)Math.Min(layout.ChunkCount, options.BitmapSetAheadBytes / descriptor.Geometry.ChunkSizeBytes);
     }
 
@@ -631,7 +631,6 @@ public sealed class MirrorVolume : IBlockDevice
     private void WriteOnCallerAndWriters(IoOp op, int onCaller, long legOffset, ReadOnlyMemory<byte> data)
     {
         var tasks = op.LegTasks;
-        var now = Stopwatch.GetTimestamp();
         for (var i = onCaller + 1; i < _legs.Length; i++)
         {
             if (op.LegActive[i])
@@ -639,7 +638,7 @@ public sealed class MirrorVolume : IBlockDevice
                 tasks[i] = op.LegWrites[i].Prepare(_legs[i].Device, legOffset, data);
 
                 // A leg whose writes must stay off this thread gets its writer woken: nobody copies it here.
-                _writers[i]!.Enqueue(op.LegWrites[i], wake: data.Length >= _options.ParallelLegWriteBytes || !MayCopyHere(_legs[i], now));
+                _writers[i]!.Enqueue(op.LegWrites[i], wake: data.Length >= _options.ParallelLegWriteBytes || !_legs[i].InlineGuard.TryStartInline(out _));
             }
         }
 
@@ -654,16 +653,14 @@ public sealed class MirrorVolume : IBlockDevice
 
         for (var i = onCaller + 1; i < _legs.Length; i++)
         {
-            var started = Stopwatch.GetTimestamp();
-            if (op.LegActive[i] && MayCopyHere(_legs[i], started))
+            var guard = _legs[i].InlineGuard;
+            if (op.LegActive[i] && guard.TryStartInline(out var started))
             {
                 op.LegWrites[i].TryRunHere();
-                _legs[i].InlineGuard.Observe(started, Stopwatch.GetTimestamp());
+                guard.InlineFinished(started);
             }
         }
     }
-
-    private static bool MayCopyHere(Leg leg, long now) => !InlineWriteGuard.CallerServesOtherConnections || leg.InlineGuard.MayWriteInline(now);
 
     /// <summary>
     /// A leg's write on this thread (a buffered leg copies into the page cache at once) unless this thread also serves
@@ -672,30 +669,23 @@ public sealed class MirrorVolume : IBlockDevice
     /// </summary>
     private static ValueTask WriteOnCallerGuarded(Leg leg, long legOffset, ReadOnlyMemory<byte> data)
     {
-        if (!InlineWriteGuard.CallerServesOtherConnections)
-        {
-            // Nobody else waits on this thread: blocking here costs what waiting for a pool thread would.
-            return leg.Device.WriteOnCallerAsync(legOffset, data);
-        }
-
-        var started = Stopwatch.GetTimestamp();
-        if (!leg.InlineGuard.MayWriteInline(started))
+        if (!leg.InlineGuard.TryStartInline(out var started))
         {
             return leg.Device.WriteAsync(legOffset, data);
         }
 
         var write = leg.Device.WriteOnCallerAsync(legOffset, data);
-        leg.InlineGuard.Observe(started, Stopwatch.GetTimestamp());
+        leg.InlineGuard.InlineFinished(started);
         return write;
     }
 
     private static InlineWriteGuard NewInlineGuard(MirrorVolumeOptions options)
     {
-        var cooldown = Ticks(options.InlineWriteCooldown);
-        return new InlineWriteGuard(Ticks(options.InlineWriteSlowAfter), cooldown, cooldown * 16);
-
-        static long Ticks(TimeSpan span) => Math.Max(1, (long)(span.TotalSeconds * Stopwatch.Frequency));
+        var cooldown = Math.Max(1, StopwatchTicks(options.InlineWriteCooldown));
+        return new InlineWriteGuard(Math.Max(1, StopwatchTicks(options.InlineWriteSlowAfter)), cooldown, cooldown * 16);
     }
+
+    private static long StopwatchTicks(TimeSpan span) => (long)(span.TotalSeconds * Stopwatch.Frequency);
 
     /// <summary>Inline writes of every leg that were slow enough to send that leg's writes off the request thread.</summary>
     public long SlowInlineWrites => _legs.Sum(l => l.InlineGuard.SlowWrites);
