@@ -347,6 +347,13 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
 
     private void Completed(LockCompleted done)
     {
+        // An answer straight from an entity of this node's region: that resource's shard lives here, and later commands
+        // to it can skip the layer (ILockCommandPath.AnsweredInProcess).
+        if (Sender.Path.Parent.Parent.Equals(_region.Path))
+        {
+            _commands.AnsweredInProcess(done.EntityId);
+        }
+
         if (!_handles.TryGetValue(done.LockId, out var handle))
         {
             if (done.Operation == LockOperation.Unlock && done.Status != LockStatus.Unlocked)

@@ -38,6 +38,7 @@ public sealed class LockManager : ILockManager
 
     private readonly LockstepMessaging? _messaging;
     private readonly LockMessageExtractor _extractor;
+    private LocalShardRoutes? _localRoutes;
 
     private LockManager(ActorSystem system, LockingOptions options, IActorRef region, IActorRef registry, IActorRef client, RecoveryGate gate, LockstepMessaging? messaging, LockMessageExtractor extractor)
     {
@@ -56,6 +57,13 @@ public sealed class LockManager : ILockManager
     }
 
     public string NodeId => _options.NodeId;
+
+    /// <summary>
+    /// Whether this node's commands to <paramref name="resource"/> now go to its resource by plain in-process <c>Tell</c>
+    /// (its shard lives here and answered once; <see cref="LocalShardRoutes"/>); always false on the direct transport.
+    /// </summary>
+    internal bool CommandsSkipLayer(string lockspace, string resource) =>
+        _localRoutes?.IsDirect(_extractor.ShardId(LockNames.EntityId(lockspace, resource))) ?? false;
 
     /// <summary>The <c>lock</c> shard region of this node.</summary>
     public IActorRef Region { get; }
@@ -104,7 +112,7 @@ public sealed class LockManager : ILockManager
                 ClusterSingletonManagerSettings.Create(system)),
             RegistryName);
         var registry = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RegistryName}", ClusterSingletonProxySettings.Create(system)), RegistryName + "-proxy");
-        ILockCommandPath commands = messaging is null ? new DirectLockCommandPath(region) : new ReliableLockCommandPath(messaging.Poster, extractor);
+        ILockCommandPath commands = messaging is null ? new DirectLockCommandPath(region) : new ReliableLockCommandPath(messaging.Poster, extractor, region);
         var client = system.ActorOf(LockClientActor.Props(region, options, gate, commands), ClientName);
         if (messaging is not null)
         {
@@ -114,6 +122,7 @@ public sealed class LockManager : ILockManager
 
         var manager = new LockManager(system, options, region, registry, client, gate, messaging, extractor);
         system.ActorOf(Props.Create(() => new LockTortureActor(manager)), TortureName);
+        manager._localRoutes = (commands as ReliableLockCommandPath)?.Routes;
         manager.Recovery = system.ActorOf(LockRecoveryActor.Props(manager, gate, options), LockRecoveryActor.Name);
         return manager;
     }

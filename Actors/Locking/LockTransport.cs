@@ -121,6 +121,9 @@ internal interface ILockCommandPath
     /// gives up on it (the layer failed the call), <paramref name="client"/> is told <see cref="LockCommandLost"/>.
     /// </summary>
     void Send(ILockResourceCommand command, IActorRef client);
+
+    /// <summary>A resource answered the client in process (its sender is an entity of this node's lock region).</summary>
+    void AnsweredInProcess(string entityId);
 }
 
 /// <summary>The layer failed a command's call (this node was removed, the handler threw): its caller must not wait.</summary>
@@ -137,6 +140,10 @@ internal interface ILockReplyPath
 internal sealed class DirectLockCommandPath(IActorRef region) : ILockCommandPath
 {
     public void Send(ILockResourceCommand command, IActorRef client) => region.Tell(command, client);
+
+    public void AnsweredInProcess(string entityId)
+    {
+    }
 }
 
 /// <summary>Plain <c>Tell</c> (<see cref="LockTransport.Direct"/>).</summary>
@@ -147,22 +154,38 @@ internal sealed class DirectLockReplyPath : ILockReplyPath
     public void Send(IActorRef client, ILockProtocol message, IActorRef self) => client.Tell(message, self);
 }
 
-/// <summary>Commands on the <c>lock#S</c> channels (<see cref="LockTransport.Reliable"/>).</summary>
-internal sealed class ReliableLockCommandPath(ReliableSender sender, LockMessageExtractor extractor) : ILockCommandPath
+/// <summary>
+/// Commands on the <c>lock#S</c> channels (<see cref="LockTransport.Reliable"/>), except to shards known to live on this
+/// node, which get a plain <c>Tell</c> to the local region (<see cref="LocalShardRoutes"/>).
+/// </summary>
+internal sealed class ReliableLockCommandPath(ReliableSender sender, LockMessageExtractor extractor, IActorRef region) : ILockCommandPath
 {
+    /// <summary>Which shards take the in-process path.</summary>
+    public LocalShardRoutes Routes { get; } = new();
+
     public void Send(ILockResourceCommand command, IActorRef client)
     {
-        var entityType = LockChannels.CommandEntityType(extractor.ShardId(command.EntityId, command));
+        var shardId = extractor.ShardId(command.EntityId, command);
+        if (Routes.TryDirect(shardId))
+        {
+            region.Tell(command, client);
+            return;
+        }
+
+        var entityType = LockChannels.CommandEntityType(shardId);
         try
         {
             // The answer (completion) comes on the reply channel; the call's status only matters when it failed.
-            sender.Post(entityType, command.EntityId, command, failure => client.Tell(new LockCommandLost(command, failure.Message)));
+            sender.Post(entityType, command.EntityId, command, failure => client.Tell(new LockCommandLost(command, failure.Message)), () => Routes.LayerCallFinished(shardId));
         }
         catch (Exception ex)
         {
+            Routes.LayerCallFinished(shardId);
             client.Tell(new LockCommandLost(command, ex.Message));
         }
     }
+
+    public void AnsweredInProcess(string entityId) => Routes.ShardIsLocal(extractor.ShardId(entityId));
 }
 
 /// <summary>

@@ -71,8 +71,13 @@ internal sealed class ReliableSender(ActorSystem system, IActorRef outbox) : IRe
     /// on the actor system's termination. A send that lands in dead letters because the outbox already stopped is not
     /// reported; that happens only while the actor system terminates, which ends the DLM's callers anyway.
     /// </summary>
+    /// <param name="entityType">Receiving entity type.</param>
+    /// <param name="entityId">Receiving entity.</param>
+    /// <param name="payload">The request.</param>
+    /// <param name="onFailure">Runs if the call failed (see above).</param>
+    /// <param name="onFinished">Runs once the call is over either way, after <paramref name="onFailure"/> (same thread, same rule).</param>
     /// <exception cref="ReliableMessagingException">The actor system is terminated (nothing was sent).</exception>
-    public void Post(string entityType, string entityId, IProtocolMessage payload, Action<Exception> onFailure)
+    public void Post(string entityType, string entityId, IProtocolMessage payload, Action<Exception> onFailure, Action? onFinished = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(entityType);
         ArgumentNullException.ThrowIfNull(entityId);
@@ -88,7 +93,7 @@ internal sealed class ReliableSender(ActorSystem system, IActorRef outbox) : IRe
         completion.Task.ContinueWith(
             static (finished, state) =>
             {
-                var (system, onFailure) = ((ActorSystem, Action<Exception>))state!;
+                var (system, onFailure, onFinished) = ((ActorSystem, Action<Exception>, Action?))state!;
                 try
                 {
                     if (!finished.IsCompletedSuccessfully)
@@ -104,8 +109,17 @@ internal sealed class ReliableSender(ActorSystem system, IActorRef outbox) : IRe
                 {
                     system.Log.Error(ex, "Reporting the outcome of a posted call failed");
                 }
+
+                try
+                {
+                    onFinished?.Invoke();
+                }
+                catch (Exception ex)
+                {
+                    system.Log.Error(ex, "Reporting the end of a posted call failed");
+                }
             },
-            (system, onFailure),
+            (system, onFailure, onFinished),
             CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default);

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.CommandLine;
+using System.Net.Http.Json;
 using System.Security.Cryptography;
 using Google.Protobuf;
 using Grpc.Net.Client;
@@ -20,6 +21,7 @@ namespace Lockstep.Hosting.Locking;
 /// <param name="Lockspace">Lockstep lockspace the bench uses.</param>
 /// <param name="Shapes">Shapes to run, in their usual order; null: all of them.</param>
 /// <param name="CallersPerSession">Lockstep clients sharing one gRPC session (1: a session each, strictly one request at a time; more: a <see cref="MultiplexedLockSession"/> with batches).</param>
+/// <param name="InNode">Lockstep callers run inside the nodes (<c>POST /v1/locks/bench</c>, <see cref="ILockspace"/>) instead of in this process through gRPC.</param>
 public sealed record LockBenchSettings(
     IReadOnlyList<Uri> Nodes,
     Uri? Master,
@@ -29,7 +31,8 @@ public sealed record LockBenchSettings(
     TimeSpan? Warmup = null,
     string Lockspace = "bench",
     IReadOnlySet<LockBenchShape>? Shapes = null,
-    int CallersPerSession = 1);
+    int CallersPerSession = 1,
+    bool InNode = false);
 
 /// <summary>
 /// <c>lockstep lock bench</c>: Lockstep's DLM (through the gRPC session API, as any program would
@@ -133,6 +136,11 @@ public static class LockBench
             }
 
             where += $" ({keepers.Values.Sum(k => k.OnTarget)}/{keepers.Values.Sum(k => k.Placed.Count)} resources placed there)";
+            if (settings.InNode)
+            {
+                return await RunInNodeAsync(settings, shape, clientNodes, resources, where, keepers.Values.FirstOrDefault(), ct);
+            }
+
             var clients = new BenchLockCaller[settings.Clients];
             if (settings.CallersPerSession <= 1)
             {
@@ -219,6 +227,55 @@ public static class LockBench
                 http.Dispose();
             }
         }
+    }
+
+    /// <summary>
+    /// The Lockstep half with callers inside the nodes: each client node runs its callers (<c>POST /v1/locks/bench</c>)
+    /// at the same time; their histograms merge. The CPU reported is the client nodes' own (callers and DLM together).
+    /// </summary>
+    private static async Task<LockBenchResult> RunInNodeAsync(LockBenchSettings settings, LockBenchShape shape, List<Uri> clientNodes, string[] resources, string where,
+        ResourcePlacer? counterKeeper, CancellationToken ct)
+    {
+        if (shape == LockBenchShape.Floor)
+        {
+            return LockBenchResult.Failed(LockstepName, shape, settings.Clients, where, "the floor shape measures client round trips: it runs only with --callers grpc");
+        }
+
+        where = $"callers in node, {where}";
+        var warmup = settings.Warmup ?? TimeSpan.FromSeconds(2);
+        var runs = Enumerable.Range(0, settings.Clients).GroupBy(i => clientNodes[i]).Select(async group =>
+        {
+            var request = new InNodeBenchRequest(settings.Lockspace, shape.ToString().ToLowerInvariant(), [.. group.Select(i => resources[i])], warmup.TotalSeconds, settings.Window.TotalSeconds);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(warmup + settings.Window + TimeSpan.FromSeconds(60));
+            // A client of its own: the request takes the whole warm-up and window (the token bounds it).
+            using var http = new HttpClient { BaseAddress = group.Key, Timeout = Timeout.InfiniteTimeSpan };
+            using var answer = await http.PostAsJsonAsync("/v1/locks/bench", request, timeout.Token);
+            if (!answer.IsSuccessStatusCode)
+            {
+                throw new InvalidOperationException($"{group.Key.Authority} refused the in-node bench ({(int)answer.StatusCode}): {await answer.Content.ReadAsStringAsync(ct)}");
+            }
+
+            return await answer.Content.ReadFromJsonAsync<InNodeBenchResult>(ct) ?? throw new InvalidOperationException($"{group.Key.Authority} answered the in-node bench with an empty body");
+        }).ToList();
+        var results = await Task.WhenAll(runs);
+        var latency = new LatencyHistogram();
+        foreach (var run in results)
+        {
+            latency.Merge(LatencyHistogram.FromSparse(run.Latency));
+        }
+
+        long? expected = null, found = null;
+        if (shape == LockBenchShape.Counter && counterKeeper is not null)
+        {
+            var read = await counterKeeper.Keeper.ConvertAsync(counterKeeper.Held[resources[0]], Mode.Pr, ValBlk, ct);
+            expected = results.Sum(r => r.Increments);
+            found = read.Lvb.Length >= 8 ? BinaryPrimitives.ReadInt64LittleEndian(read.Lvb.Span) : 0;
+        }
+
+        var error = results.Select(r => r.Error).FirstOrDefault(e => e.Length > 0) ?? string.Empty;
+        return new LockBenchResult(LockstepName, shape, settings.Clients, where, results.Sum(r => r.Cycles), TimeSpan.FromSeconds(results.Max(r => r.Seconds)), latency, expected, found, error,
+            TimeSpan.FromSeconds(results.Sum(r => r.NodeCpuSeconds)), results.Sum(r => r.WarmupCycles));
     }
 
     private static async Task<LockBenchResult> RunPostgresAsync(LockBenchSettings settings, LockBenchShape shape, string counterId, CancellationToken ct)
@@ -332,10 +389,11 @@ public static class LockBench
         var warmup = new Option<double>("--warmup") { Description = "Unmeasured seconds of cycling before each window (JIT and connections settle).", DefaultValueFactory = _ => 2 };
         var lockspace = new Option<string>("--lockspace") { Description = "Lockspace the bench locks in.", DefaultValueFactory = _ => "bench" };
         var perSession = new Option<int>("--callers-per-session") { Description = "Lockstep clients sharing one gRPC session, with batched messages (1: a session per client).", DefaultValueFactory = _ => 1 };
+        var callers = new Option<string>("--callers") { Description = "Where Lockstep's callers run: grpc (in this process, through the gRPC session API) or in-node (inside the --node processes, through ILockspace, as the mirror does).", DefaultValueFactory = _ => "grpc" };
         var shapes = new Option<string[]>("--shape") { Description = "Run only this shape (floor, uncontended, contended, counter); repeat for several. Default: all." };
         var bench = new Command("bench", "Lock+unlock throughput and latency: Lockstep (gRPC) vs PostgreSQL advisory locks, uncontended, contended and counter shapes; prints a Markdown table.")
         {
-            nodes, master, postgres, seconds, clients, warmup, lockspace, shapes, perSession,
+            nodes, master, postgres, seconds, clients, warmup, lockspace, shapes, perSession, callers,
         };
         bench.SetAction(async (parse, ct) =>
         {
@@ -353,6 +411,9 @@ public static class LockBench
                 : LockNames.LockspaceError(parse.GetValue(lockspace)) is { } error ? $"--lockspace: {error}"
                 : parse.GetValue(perSession) is < 1 or > 1024 ? "--callers-per-session must be 1..1024"
                 : chosen.IndexOf(null) is var unknown and >= 0 ? $"--shape '{shapeNames[unknown]}' is not one of floor, uncontended, contended, counter"
+                : parse.GetValue(callers) is not ("grpc" or "in-node") ? $"--callers must be grpc or in-node, not '{parse.GetValue(callers)}'"
+                : parse.GetValue(callers) == "in-node" && parse.GetValue(perSession) > 1 ? "--callers-per-session is about gRPC sessions: it does not go with --callers in-node"
+                : parse.GetValue(callers) == "in-node" && chosen.Contains(LockBenchShape.Floor) ? "--shape floor measures client round trips: it does not go with --callers in-node"
                 : null;
             if (problem is not null)
             {
@@ -368,8 +429,11 @@ public static class LockBench
                 TimeSpan.FromSeconds(parse.GetValue(seconds)),
                 TimeSpan.FromSeconds(parse.GetValue(warmup)),
                 parse.GetValue(lockspace)!,
-                chosen.Count == 0 ? null : chosen.Select(c => c!.Value).ToHashSet(),
-                parse.GetValue(perSession));
+                chosen.Count > 0 ? chosen.Select(c => c!.Value).ToHashSet()
+                    : parse.GetValue(callers) == "in-node" ? new HashSet<LockBenchShape> { LockBenchShape.Uncontended, LockBenchShape.Contended, LockBenchShape.Counter }
+                    : null,
+                parse.GetValue(perSession),
+                parse.GetValue(callers) == "in-node");
             var results = await RunAsync(settings, Console.Error, ct);
             await Console.Out.WriteAsync(LockBenchReport.Render(results));
             foreach (var failed in results.Where(r => !r.Ok))

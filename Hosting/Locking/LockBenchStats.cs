@@ -84,6 +84,50 @@ public sealed class LatencyHistogram
         return Max;
     }
 
+    /// <summary>The non-empty buckets, for sending a histogram to another process (<see cref="FromSparse"/> rebuilds it).</summary>
+    public SparseHistogram ToSparse()
+    {
+        var indexes = new List<int>();
+        var counts = new List<long>();
+        for (var i = 0; i < _counts.Length; i++)
+        {
+            if (_counts[i] != 0)
+            {
+                indexes.Add(i);
+                counts.Add(_counts[i]);
+            }
+        }
+
+        return new SparseHistogram(Min, Max, [.. indexes], [.. counts]);
+    }
+
+    /// <summary>The histogram <paramref name="sparse"/> was made from.</summary>
+    /// <exception cref="ArgumentException">Indexes and counts differ in length, an index is out of range, or a count is not positive.</exception>
+    public static LatencyHistogram FromSparse(SparseHistogram sparse)
+    {
+        ArgumentNullException.ThrowIfNull(sparse);
+        var histogram = new LatencyHistogram();
+        if (sparse.Indexes.Length != sparse.Counts.Length)
+        {
+            throw new ArgumentException("a sparse histogram needs one count per index", nameof(sparse));
+        }
+
+        for (var i = 0; i < sparse.Indexes.Length; i++)
+        {
+            if (sparse.Indexes[i] < 0 || sparse.Indexes[i] >= histogram._counts.Length || sparse.Counts[i] <= 0)
+            {
+                throw new ArgumentException($"bucket {sparse.Indexes[i]} with count {sparse.Counts[i]} is not a bucket of this layout", nameof(sparse));
+            }
+
+            histogram._counts[sparse.Indexes[i]] += sparse.Counts[i];
+            histogram.Count += sparse.Counts[i];
+        }
+
+        histogram.Min = histogram.Count == 0 ? 0 : sparse.Min;
+        histogram.Max = histogram.Count == 0 ? 0 : sparse.Max;
+        return histogram;
+    }
+
     /// <summary>Bucket of a value: itself below 128, else 64 sub-buckets per power of two.</summary>
     internal static int Index(long value)
     {
@@ -113,6 +157,9 @@ public sealed class LatencyHistogram
     public static long Nanoseconds(long startTimestamp, long endTimestamp) =>
         (long)((endTimestamp - startTimestamp) * (1_000_000_000.0 / Stopwatch.Frequency));
 }
+
+/// <summary>A <see cref="LatencyHistogram"/> on the wire: its extremes and its non-empty buckets.</summary>
+public sealed record SparseHistogram(long Min, long Max, int[] Indexes, long[] Counts);
 
 /// <summary>The workloads the bench runs on each system, in this order.</summary>
 public enum LockBenchShape

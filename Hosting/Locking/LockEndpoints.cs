@@ -73,6 +73,29 @@ public static class LockEndpoints
             var result = await manager.RunTortureAsync(c, i, TimeSpan.FromSeconds(Math.Clamp(timeoutSeconds ?? 300, 1, 3600)));
             return Results.Json(new TortureView(result.Expected, result.Found, result.Ok, result.Elapsed.TotalSeconds, result.Nodes.Select(n => new TortureNodeView(n.NodeId, n.Increments, n.Error)).ToList()));
         });
+
+        // Callers inside this node (lockstep lock bench --callers in-node). The request runs for its warm-up and window
+        // and then answers; a bench that cannot start (bad body) is a 400 with the reason.
+        app.MapPost("/v1/locks/bench", async (HttpRequest http, LockingService locks, CancellationToken ct) =>
+        {
+            InNodeBenchRequest? request;
+            try
+            {
+                request = await http.ReadFromJsonAsync<InNodeBenchRequest>(ct);
+            }
+            catch (System.Text.Json.JsonException ex)
+            {
+                return Results.Json(new LockError($"the body is not a bench request: {ex.Message}"), statusCode: StatusCodes.Status400BadRequest);
+            }
+
+            if (LockBenchInNode.Problem(request) is { } problem)
+            {
+                return Results.Json(new LockError(problem), statusCode: StatusCodes.Status400BadRequest);
+            }
+
+            var manager = await locks.Manager.WaitAsync(ct);
+            return Results.Json(await LockBenchInNode.RunAsync(manager, request!, ct));
+        });
     }
 
     /// <summary>Shapes a dump for JSON: resource names without the lockspace prefix, LVB and ids in hex.</summary>

@@ -78,6 +78,43 @@ public sealed class LockClusterTests(ThreeNodeCluster cluster, ITestOutputHelper
     }
 
     [Fact]
+    public async Task Commands_to_a_shard_on_the_callers_node_leave_the_layer_after_its_first_answer_and_stay_in_order()
+    {
+        var a = await cluster.Managers[0].OpenLockspaceAsync("localroute");
+        var a2 = await cluster.Managers[0].OpenLockspaceAsync("localroute");
+        var b = await cluster.Managers[1].OpenLockspaceAsync("localroute");
+        Assert.False(cluster.Managers[0].CommandsSkipLayer("localroute", "mine"));
+
+        // n1 asks first, so n1 masters "mine": its first commands go through the layer (its own lock#S holder), and from
+        // some point on, by plain Tell. Every NOQUEUE EX below fails with WouldBlock if it overtook the early-answered
+        // unlock sent before it, whichever path either of them took, and the sessions alternate so the order across
+        // sessions of one node is checked too.
+        for (var i = 0; i < 60; i++)
+        {
+            var first = i % 2 == 0 ? a : a2;
+            var second = i % 2 == 0 ? a2 : a;
+            var plain = await first.LockAsync("mine", LockMode.EX, LockFlags.NoQueue);
+            await plain.UnlockAsync();
+            var held = await second.LockAsync("mine", LockMode.EX, LockFlags.ValBlk | LockFlags.NoQueue);
+            Assert.Equal(i, BinaryPrimitives.ReadInt32LittleEndian(held.Lvb.Span));
+            var next = new byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(next, i + 1);
+            await held.UnlockAsync(LockFlags.ValBlk, next);
+        }
+
+        Assert.Equal("n1", (await cluster.Managers[1].DumpResourceAsync("localroute", "mine")).MasterNode);
+        Assert.True(cluster.Managers[0].CommandsSkipLayer("localroute", "mine"), "n1's commands to its own shard still go through the layer");
+
+        // A node never takes the in-process path to a shard that lives elsewhere, and the resource serves both alike.
+        var remote = await b.LockAsync("mine", LockMode.PR, LockFlags.ValBlk).WaitAsync(Patience);
+        Assert.Equal(60, BinaryPrimitives.ReadInt32LittleEndian(remote.Lvb.Span));
+        Assert.False(cluster.Managers[1].CommandsSkipLayer("localroute", "mine"));
+        var waiting = a.LockAsync("mine", LockMode.EX);
+        await remote.UnlockAsync();
+        await (await waiting.WaitAsync(Patience)).UnlockAsync();
+    }
+
+    [Fact]
     public async Task Unlocks_the_resource_may_refuse_still_wait_for_its_answer()
     {
         var a = await cluster.Managers[0].OpenLockspaceAsync("slowunlock");

@@ -81,6 +81,31 @@ public sealed class LockBenchStatsTests
     }
 
     [Fact]
+    public void A_histogram_sent_as_its_sparse_buckets_comes_back_equal_and_bad_buckets_are_refused()
+    {
+        var sent = new LatencyHistogram();
+        for (var v = 1L; v < 5000; v += 7)
+        {
+            sent.Record(v * v);
+        }
+
+        var sparse = sent.ToSparse();
+        Assert.True(sparse.Indexes.Length < 5000 / 7, "a sparse histogram keeps only non-empty buckets");
+        var back = LatencyHistogram.FromSparse(System.Text.Json.JsonSerializer.Deserialize<SparseHistogram>(System.Text.Json.JsonSerializer.Serialize(sparse))!);
+        Assert.Equal((sent.Count, sent.Min, sent.Max), (back.Count, back.Min, back.Max));
+        foreach (var p in new[] { 1.0, 50, 99, 99.9, 100 })
+        {
+            Assert.Equal(sent.Percentile(p), back.Percentile(p));
+        }
+
+        Assert.Equal(0, LatencyHistogram.FromSparse(new LatencyHistogram().ToSparse()).Count);
+        Assert.Throws<ArgumentException>(() => LatencyHistogram.FromSparse(new SparseHistogram(1, 2, [1, 2], [1])));
+        Assert.Throws<ArgumentException>(() => LatencyHistogram.FromSparse(new SparseHistogram(1, 2, [-1], [1])));
+        Assert.Throws<ArgumentException>(() => LatencyHistogram.FromSparse(new SparseHistogram(1, 2, [int.MaxValue], [1])));
+        Assert.Throws<ArgumentException>(() => LatencyHistogram.FromSparse(new SparseHistogram(1, 2, [3], [0])));
+    }
+
+    [Fact]
     public void Empty_histogram_reports_zero_and_bad_percentiles_are_refused()
     {
         var h = new LatencyHistogram();

@@ -107,6 +107,59 @@ public sealed class LockBenchTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task In_node_callers_run_inside_the_node_with_exact_counters_and_bad_requests_get_a_clear_400()
+    {
+        var settings = new LockBenchSettings([new Uri($"http://127.0.0.1:{HttpPort}")], null, null, Clients: 4, Window: TimeSpan.FromSeconds(1), Warmup: TimeSpan.FromSeconds(0.3),
+            Shapes: new HashSet<LockBenchShape> { LockBenchShape.Uncontended, LockBenchShape.Contended, LockBenchShape.Counter }, InNode: true);
+        var results = await LockBench.RunAsync(settings, TextWriter.Null, CancellationToken.None);
+        var table = LockBenchReport.Render(results);
+
+        Assert.Equal([LockBenchShape.Uncontended, LockBenchShape.Contended, LockBenchShape.Counter], results.Select(r => r.Shape));
+        foreach (var r in results)
+        {
+            Assert.True(r.Ok, table);
+            Assert.StartsWith("callers in node, master: client's node", r.Where);
+            Assert.True(r.Cycles > 0 && r.Latency.Count == r.Cycles && r.Latency.Percentile(50) > 0, table);
+            Assert.True(r.ClientCpu > TimeSpan.Zero, table);
+        }
+
+        var counter = results[2];
+        Assert.True(counter.CounterExpected >= counter.Cycles, table);
+        Assert.Equal(counter.CounterExpected, counter.CounterFound);
+
+        async Task<string> Refused(object body)
+        {
+            using var answer = await Http.PostAsJsonAsync("/v1/locks/bench", body);
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, answer.StatusCode);
+            return (await answer.Content.ReadFromJsonAsync<LockError>())!.Error;
+        }
+
+        Assert.Contains("shape must be uncontended, contended or counter, not 'sideways'", await Refused(new InNodeBenchRequest("bench", "sideways", ["x"], 0, 1)));
+        Assert.Contains("resources must name 1..1024 resources", await Refused(new InNodeBenchRequest("bench", "uncontended", [], 0, 1)));
+        Assert.Contains("windowSeconds must be in (0, 600]", await Refused(new InNodeBenchRequest("bench", "uncontended", ["x"], 0, 0)));
+        Assert.Contains("lockspace:", await Refused(new InNodeBenchRequest("bad/space", "uncontended", ["x"], 0, 1)));
+        using (var garbage = await Http.PostAsync("/v1/locks/bench", new StringContent("{not json", System.Text.Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, garbage.StatusCode);
+            Assert.Contains("the body is not a bench request", await garbage.Content.ReadAsStringAsync());
+        }
+
+        var badCallers = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{HttpPort}", "--callers", "sideways"], Patience);
+        Assert.Equal(2, badCallers.ExitCode);
+        Assert.Contains("--callers must be grpc or in-node, not 'sideways'", badCallers.Stderr);
+        var floorInNode = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{HttpPort}", "--callers", "in-node", "--shape", "floor"], Patience);
+        Assert.Equal(2, floorInNode.ExitCode);
+        Assert.Contains("--shape floor measures client round trips", floorInNode.Stderr);
+
+        // The node still serves, and every bench lock is gone.
+        await Eventually.UntilAsync("the bench's locks to be released", Patience, async () =>
+        {
+            var view = await Http.GetFromJsonAsync<LocksView>("/v1/locks?lockspace=bench");
+            return (view!.Resources.Count == 0, $"{view.Resources.Count} resources");
+        });
+    }
+
+    [Fact]
     public async Task Cli_bench_prints_the_table_and_refuses_bad_usage()
     {
         var postgres = Environment.GetEnvironmentVariable("LOCKSTEP_TEST_PG");
