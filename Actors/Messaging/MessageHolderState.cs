@@ -56,6 +56,10 @@ public sealed record HolderReportGap<TAsker>(TAsker To, long Seq) : HolderEffect
 public sealed class MessageHolderState<TAsker>
 {
     private readonly SortedDictionary<long, Entry> _entries = new();
+
+    // The highest sender floor seen, and a scratch list for removing below it (ForgetDoneBelow).
+    private long _floorSeen;
+    private List<long>? _forget;
     private TAsker? _lastAsker;
     private bool _hasAsker;
     private bool _handingOver;
@@ -119,6 +123,7 @@ public sealed class MessageHolderState<TAsker>
         }
 
         AdvanceTo(Math.Max(request.Floor, request.RunHorizon), effects);
+        ForgetDoneBelow(request.Floor);
 
         if (_entries.TryGetValue(request.Seq, out var entry))
         {
@@ -341,6 +346,43 @@ public sealed class MessageHolderState<TAsker>
 
         NextToRun = horizon;
         StartRunnable(effects);
+    }
+
+    /// <summary>
+    /// The sender has the status of every seq below its floor (calls that complete at their status are never dropped one
+    /// by one): their done entries can go. A later duplicate of one is below the run watermark and only gets a
+    /// drop confirmation. Floors only grow, so the table is scanned only when one moved.
+    /// </summary>
+    private void ForgetDoneBelow(long floor)
+    {
+        if (floor <= _floorSeen)
+        {
+            return;
+        }
+
+        _floorSeen = floor;
+        foreach (var (seq, entry) in _entries)
+        {
+            if (seq >= floor)
+            {
+                break;
+            }
+
+            if (entry.Phase == Phase.Done)
+            {
+                (_forget ??= []).Add(seq);
+            }
+        }
+
+        if (_forget is { Count: > 0 })
+        {
+            foreach (var seq in _forget)
+            {
+                _entries.Remove(seq);
+            }
+
+            _forget.Clear();
+        }
     }
 
     private void StartRunnable(List<HolderEffect<TAsker>> effects)

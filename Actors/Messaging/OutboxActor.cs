@@ -8,7 +8,7 @@ using Lockstep.Contracts.Messaging;
 namespace Lockstep.Actors.Messaging;
 
 /// <summary>A caller's request to the node's outbox (local only: it carries the caller's completion).</summary>
-internal sealed record OutboxSend(string EntityType, string EntityId, SerializedPayload Payload, TaskCompletionSource<SerializedPayload> Completion)
+internal sealed record OutboxSend(string EntityType, string EntityId, SerializedPayload Payload, TaskCompletionSource<SerializedPayload> Completion, bool CompletesAtStatus = false)
     : INoSerializationVerificationNeeded;
 
 /// <summary>
@@ -50,7 +50,7 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
         var self = Cluster.Get(Context.System).SelfUniqueAddress;
         _state = new OutboxState<TaskCompletionSource<SerializedPayload>>(self.Address.ToString(), self.Uid, options.Outbox);
 
-        Receive<OutboxSend>(s => Apply(_state.Send(s.EntityType, s.EntityId, s.Payload, s.Completion, Now), direct: true));
+        Receive<OutboxSend>(s => Apply(_state.Send(s.EntityType, s.EntityId, s.Payload, s.Completion, Now, s.CompletesAtStatus), direct: true));
         Receive<HolderStatus>(OnStatus);
         Receive<HolderDropConfirmed>(OnDropConfirmed);
         Receive<OutboxBatch>(batch =>

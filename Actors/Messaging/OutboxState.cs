@@ -11,7 +11,7 @@ public sealed record OutboxTransmit<TCaller>(HolderDeliver Request) : OutboxEffe
 /// <summary>Transmit a drop of a held entry to the channel's holder.</summary>
 public sealed record OutboxTransmitDrop<TCaller>(HolderDrop Drop) : OutboxEffect<TCaller>;
 
-/// <summary>The call is complete: the status arrived and the holder confirmed the drop.</summary>
+/// <summary>The call is complete: the status arrived and the holder confirmed the drop (a call that completes at its status: the status arrived).</summary>
 public sealed record OutboxComplete<TCaller>(TCaller Caller, SerializedPayload Status) : OutboxEffect<TCaller>;
 
 /// <summary>The call cannot complete (outbox full, or the receiving side purged the channel).</summary>
@@ -38,6 +38,16 @@ public sealed record OutboxLimits(int MaxInFlightPerChannel = 512, int MaxQueued
 /// </code>
 /// A call completes only after the holder confirmed the drop (seed 000), so a completed call never leaves
 /// an entry behind. Time is passed in (milliseconds of any monotonic clock) to keep the class pure.
+/// <para>
+/// A call sent with <c>completesAtStatus</c> (<see cref="ReliableSender.Post"/>: its caller only hears of failures)
+/// skips the drop round: it completes when its status arrives and leaves the channel's in-flight set, so the channel's
+/// <c>Floor</c> — carried by every later request — passes it, and the holder forgets done entries below the floor it
+/// is sent. A seq that no request's floor has covered after <see cref="OutboxLimits.InitialResendMs"/> (the channel
+/// went quiet, or an earlier call is still open) gets one plain drop from the timer. Each such seq is told to the
+/// holder once, by a floor or a drop; if that one message is lost, the entry waits at the holder for the next request
+/// of the channel (a stored status, harmless: its seq is below the run watermark and is never run again). This halves
+/// the envelopes of a call (no drop, no confirmation): measured on the DLM, whose commands and answers are all posts.
+/// </para>
 /// </summary>
 public sealed class OutboxState<TCaller>
 {
@@ -79,11 +89,17 @@ public sealed class OutboxState<TCaller>
     /// <summary>Calls not yet complete, over all channels (kept as entries come and go: the node reports it after every message).</summary>
     public int Pending { get; private set; }
 
+    /// <summary>Calls completed at their status whose seq the holder has not been sent yet (by a floor or a drop).</summary>
+    public int Undropped { get; private set; }
+
     /// <summary>The channel name this node uses for <paramref name="entityType"/>.</summary>
     public string ChannelFor(string entityType) => MessagingChannel.Format(entityType, _senderAddress, _senderUid);
 
-    /// <summary>A caller sends <paramref name="payload"/> to <paramref name="targetId"/> of <paramref name="entityType"/>.</summary>
-    public IReadOnlyList<OutboxEffect<TCaller>> Send(string entityType, string targetId, SerializedPayload payload, TCaller caller, long now)
+    /// <summary>
+    /// A caller sends <paramref name="payload"/> to <paramref name="targetId"/> of <paramref name="entityType"/>; with
+    /// <paramref name="completesAtStatus"/> the call completes when its status arrives, without the drop round (see the class).
+    /// </summary>
+    public IReadOnlyList<OutboxEffect<TCaller>> Send(string entityType, string targetId, SerializedPayload payload, TCaller caller, long now, bool completesAtStatus = false)
     {
         if (ClosedReason is not null)
         {
@@ -104,7 +120,7 @@ public sealed class OutboxState<TCaller>
             return [new OutboxFail<TCaller>(caller, $"outbox for '{entityType}' has {Limits.MaxQueuedPerChannel} requests queued; the receiver is not keeping up")];
         }
 
-        var entry = new Entry(channel.NextSeq++, targetId, payload, caller);
+        var entry = new Entry(channel.NextSeq++, targetId, payload, caller) { CompletesAtStatus = completesAtStatus };
         channel.Queue.Enqueue(entry);
         Pending++;
         var effects = new List<OutboxEffect<TCaller>>();
@@ -124,6 +140,17 @@ public sealed class OutboxState<TCaller>
         NoteIncarnation(channel, status.HolderIncarnation, now, effects);
         if (channel.InFlight.TryGetValue(status.Seq, out var entry))
         {
+            if (entry.Phase == Phase.AwaitingStatus && entry.CompletesAtStatus)
+            {
+                channel.InFlight.Remove(entry.Seq);
+                Pending--;
+                channel.Undropped.Add((entry.Seq, now));
+                Undropped++;
+                effects.Add(new OutboxComplete<TCaller>(entry.Caller, status.Status));
+                Pump(channel, now, effects);
+                return effects;
+            }
+
             // A duplicate status while we wait for the drop confirmation means our drop may be lost: send again.
             if (entry.Phase == Phase.AwaitingStatus)
             {
@@ -345,6 +372,21 @@ public sealed class OutboxState<TCaller>
                     Retransmit(channel, entry, now, effects);
                 }
             }
+
+            if (channel.Undropped.Count > 0)
+            {
+                // No request's floor covered these in time (quiet channel, or an earlier call still open): drop them.
+                Undropped -= channel.Undropped.RemoveAll(u =>
+                {
+                    if (u.CompletedAt + Limits.InitialResendMs > now)
+                    {
+                        return false;
+                    }
+
+                    effects.Add(new OutboxTransmitDrop<TCaller>(new HolderDrop(channel.Id, u.Seq)));
+                    return true;
+                });
+            }
         }
 
         return effects;
@@ -442,8 +484,15 @@ public sealed class OutboxState<TCaller>
         entry.Attempts++;
         entry.LastSentAt = now;
         entry.NextResendAt = now + Backoff(entry.Attempts);
+        var floor = channel.Floor;
+        if (channel.Undropped.Count > 0)
+        {
+            // This request tells the holder the floor: the seqs below it need no drop of their own.
+            Undropped -= channel.Undropped.RemoveAll(u => u.Seq < floor);
+        }
+
         effects.Add(new OutboxTransmit<TCaller>(new HolderDeliver(
-            channel.Id, entry.Seq, channel.Floor, channel.RunHorizon, channel.KnownIncarnation, entry.MayHaveRun, entry.Attempts, entry.TargetId, entry.Payload)));
+            channel.Id, entry.Seq, floor, channel.RunHorizon, channel.KnownIncarnation, entry.MayHaveRun, entry.Attempts, entry.TargetId, entry.Payload)));
     }
 
     private void TransmitDrop(Channel channel, Entry entry, long now, List<OutboxEffect<TCaller>> effects)
@@ -483,7 +532,10 @@ public sealed class OutboxState<TCaller>
         /// <summary>Seqs assigned but not transmitted yet (the in-flight window is full).</summary>
         public Queue<Entry> Queue { get; } = new();
 
-        /// <summary>Lowest seq not yet complete: all below were dropped by the holder.</summary>
+        /// <summary>Calls completed at their status whose seq no request's floor has covered yet, with when they completed.</summary>
+        public List<(long Seq, long CompletedAt)> Undropped { get; } = [];
+
+        /// <summary>Lowest seq not yet complete: all below were dropped by the holder, or completed at their status.</summary>
         public long Floor => InFlight.Count > 0 ? InFlight.First().Key : Queue.Count > 0 ? Queue.Peek().Seq : NextSeq;
 
         public long RunHorizon { get; set; } = 1;
@@ -517,5 +569,8 @@ public sealed class OutboxState<TCaller>
         public long LastSentAt { get; set; } = long.MinValue / 2;
 
         public bool MayHaveRun { get; set; }
+
+        /// <summary>Completes when its status arrives, without the drop round.</summary>
+        public bool CompletesAtStatus { get; init; }
     }
 }

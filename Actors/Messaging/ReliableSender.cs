@@ -66,7 +66,8 @@ internal sealed class ReliableSender(ActorSystem system, IActorRef outbox) : IRe
     /// Sends like <see cref="SendAsync{TStatus}"/> for a caller that does not wait for the status and only needs to hear
     /// of a failure: <paramref name="onFailure"/> runs (on the outbox's thread, so it must be short) if the layer gave up
     /// (<see cref="ReliableMessagingException"/>) or the handler threw (<see cref="ReliableHandlerException"/>); a
-    /// successful status is dropped. The DLM sends every command and answer this way: its answers travel as messages of
+    /// successful status is dropped. The call completes when its status arrives, without the drop round of
+    /// <see cref="SendAsync{TStatus}"/> (<see cref="OutboxState{TCaller}"/>: the channel's floor tells the holder). The DLM sends every command and answer this way: its answers travel as messages of
     /// their own, so per call this saves the awaiting state machine, a thread-pool hop to resume it and a continuation
     /// on the actor system's termination. A send that lands in dead letters because the outbox already stopped is not
     /// reported; that happens only while the actor system terminates, which ends the DLM's callers anyway.
@@ -123,6 +124,6 @@ internal sealed class ReliableSender(ActorSystem system, IActorRef outbox) : IRe
             CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default);
-        outbox.Tell(new OutboxSend(entityType, entityId, PayloadCodec.Serialize(system, payload), completion));
+        outbox.Tell(new OutboxSend(entityType, entityId, PayloadCodec.Serialize(system, payload), completion, CompletesAtStatus: true));
     }
 }

@@ -64,6 +64,35 @@ public sealed class MessageHolderStateTests
     }
 
     [Fact]
+    public void The_senders_floor_forgets_done_entries_below_it_but_keeps_the_one_at_the_floor_for_a_lost_status()
+    {
+        var h = new MessageHolderState<string>(8, Me);
+        h.Lookup(Req(1), "a");
+        h.Completed(1, Ok);
+        h.Lookup(Req(2), "a");
+        h.Completed(2, Ok);
+
+        // Seq 1's status may be lost: the sender's floor is still 1, so a re-send of 1 gets the stored status.
+        h.Lookup(Req(3, floor: 1), "a");
+        Assert.Equal(Ok, Assert.IsType<HolderReply<string>>(Assert.Single(h.Lookup(Req(1, floor: 1), "a"))).Status);
+
+        // Floor 3: the sender has the statuses of 1 and 2. Both go; 3 (running) stays; a late duplicate of 1 is never re-run.
+        h.Lookup(Req(4, floor: 3), "a");
+        Assert.Equal(2, h.Count);
+        Assert.IsType<HolderConfirmDrop<string>>(Assert.Single(h.Lookup(Req(1, floor: 3), "a")));
+        Assert.IsType<HolderConfirmDrop<string>>(Assert.Single(h.Lookup(Req(2, floor: 3), "a")));
+        Assert.Equal(4, h.Runs);
+
+        // A running entry below a floor is not the sender's to forget yet (it has no status): it stays until done.
+        h.Lookup(Req(5, floor: 5), "a");
+        Assert.Equal(3, h.Count);
+        h.Completed(3, Ok);
+        h.Completed(4, Ok);
+        h.Lookup(Req(6, floor: 6), "a");
+        Assert.Equal(2, h.Count);
+    }
+
+    [Fact]
     public void Dropping_a_running_entry_is_ignored()
     {
         var h = new MessageHolderState<string>(8, Me);

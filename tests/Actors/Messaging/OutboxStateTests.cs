@@ -38,6 +38,54 @@ public sealed class OutboxStateTests
         Assert.Empty(o.OnDropConfirmed(new HolderDropConfirmed(channel, 1, H1), 3));
     }
 
+    [Fact]
+    public void A_call_that_completes_at_its_status_sends_no_drop_and_the_next_requests_floor_covers_it()
+    {
+        var o = NewOutbox();
+        var channel = o.ChannelFor("lock");
+        o.Send("lock", "r", Body, "c1", 0, completesAtStatus: true);
+        Introduce(o, 0);
+        var done = Assert.IsType<OutboxComplete<string>>(Assert.Single(o.OnStatus(new HolderStatus(channel, 1, H1, Ok), 1)));
+        Assert.Equal(("c1", Ok), (done.Caller, done.Status));
+        Assert.Equal((0, 1), (o.Pending, o.Undropped));
+        Assert.Equal((0, 0, 0), o.Describe("lock"));
+
+        // The next request carries floor 2: the holder forgets seq 1 from it, so the timer has nothing to drop.
+        var next = Assert.IsType<OutboxTransmit<string>>(Assert.Single(o.Send("lock", "r", Body, "c2", 2, completesAtStatus: true)));
+        Assert.Equal((2L, 2L), (next.Request.Seq, next.Request.Floor));
+        Assert.Equal(0, o.Undropped);
+        Assert.Empty(o.Tick(1_000).OfType<OutboxTransmitDrop<string>>());
+
+        // A late duplicate status changes nothing.
+        Assert.Empty(o.OnStatus(new HolderStatus(channel, 1, H1, Ok), 3));
+    }
+
+    [Fact]
+    public void A_status_completed_seq_no_floor_covered_gets_one_drop_from_the_timer_after_the_initial_interval()
+    {
+        var o = NewOutbox();
+        var channel = o.ChannelFor("lock");
+        o.Send("lock", "r", Body, "waits", 0);
+        o.Send("lock", "r", Body, "posted", 0, completesAtStatus: true);
+        Introduce(o, 0);
+
+        // Seq 2 completes at its status while seq 1 (an ordinary call) is still open: the floor stays at 1.
+        Assert.IsType<OutboxComplete<string>>(Assert.Single(o.OnStatus(new HolderStatus(channel, 2, H1, Ok), 10)));
+        var third = Assert.IsType<OutboxTransmit<string>>(Assert.Single(o.Send("lock", "r", Body, "c3", 20)));
+        Assert.Equal(1, third.Request.Floor);
+        Assert.Equal(1, o.Undropped);
+
+        Assert.DoesNotContain(o.Tick(100).OfType<OutboxTransmitDrop<string>>(), d => d.Drop.Seq == 2);
+        var drop = Assert.Single(o.Tick(110).OfType<OutboxTransmitDrop<string>>(), d => d.Drop.Seq == 2);
+        Assert.Equal(channel, drop.Drop.ChannelId);
+        Assert.Equal(0, o.Undropped);
+        Assert.DoesNotContain(o.Tick(5_000).OfType<OutboxTransmitDrop<string>>(), d => d.Drop.Seq == 2);
+
+        // Its confirmation is for a call that is already complete: ignored.
+        Assert.Empty(o.OnDropConfirmed(new HolderDropConfirmed(channel, 2, H1), 5_001));
+        Assert.Equal(2, o.Pending);
+    }
+
     private static IReadOnlyList<OutboxEffect<string>> Introduce(OutboxState<string> o, long now) =>
         o.OnRejected(new HolderRejected(o.ChannelFor("lock"), 1, HolderRejectReason.StaleIncarnation, 8, 0, H1), now);
 

@@ -105,7 +105,7 @@ internal sealed class ProtocolSimulation
             {
                 Complete(0);
             }
-            else if (Sender.Pending > 0 || _holders.Values.Any(h => h.HandOver is not null))
+            else if (Sender.Pending > 0 || Sender.Undropped > 0 || _holders.Values.Any(h => h.HandOver is not null))
             {
                 Tick(5_000);
             }
@@ -121,7 +121,8 @@ internal sealed class ProtocolSimulation
     public void Send(string entityType)
     {
         var request = _nextRequest++;
-        ApplyOutbox(Sender.Send(entityType, $"target-{request % 3}", Payload(request), request, _now));
+        // Every third request completes at its status (ReliableSender.Post: no drop round), the rest wait for the drop.
+        ApplyOutbox(Sender.Send(entityType, $"target-{request % 3}", Payload(request), request, _now, completesAtStatus: request % 3 == 1));
     }
 
     private static SerializedPayload Payload(int value) => new(1, "", BitConverter.GetBytes(value));
