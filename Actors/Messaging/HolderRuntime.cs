@@ -21,6 +21,9 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
 
     public MessagingOptions Options => options;
 
+    /// <summary>The holder actor's parent (for a sharded holder, its shard), handed to handlers (<see cref="HandlerContext.HolderParent"/>).</summary>
+    public IActorRef? Parent { get; set; }
+
     /// <summary>Starts the handler; its status (or fault) comes back to <paramref name="self"/> as <see cref="HandlerDone"/>.</summary>
     public void Run(HolderRun<IActorRef> run, IActorRef self)
     {
@@ -35,7 +38,7 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
             }
 
             var payload = (IProtocolMessage)PayloadCodec.Deserialize(system, run.Payload);
-            var context = new HandlerContext(ChannelId, run.Seq, EntityType, run.TargetId, run.PossiblyRepeated);
+            var context = new HandlerContext(ChannelId, run.Seq, EntityType, run.TargetId, run.PossiblyRepeated, Parent);
             handling = handler(context, payload);
         }
         catch (Exception ex)
