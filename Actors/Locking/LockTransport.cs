@@ -261,10 +261,9 @@ internal static class LockMessagingHandlers
 
             var client = ClientOf(context.ChannelId);
 
-            // The holder of lock#S is an entity of shard S of the lock region, as is the command's resource: its shard
-            // delivers it one hop sooner than the region. Every command of this channel takes the same path, so their
-            // order holds. A holder living anywhere else (it never should) hands the command to the region as before.
-            var shard = context.HolderParent is { } parent && parent.Path.Parent.Equals(region.Path) ? parent : region;
+            // The holder of lock#S is an entity of shard S, as is the command's resource: its shard delivers it one hop
+            // sooner than the region. Every command of this channel takes the same path, so their order holds.
+            var shard = context.HolderParent ?? region;
             if (!context.PossiblyRepeated)
             {
                 shard.Tell(command, client);
