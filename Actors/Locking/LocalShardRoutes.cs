@@ -9,10 +9,9 @@ namespace Lockstep.Actors.Locking;
 /// this node leaves, and its client with it), and a local <c>Tell</c> cannot be lost while the node lives, so for such a
 /// shard the layer adds nothing but its cost (in process a same-node lock+unlock through the layer ran at ~¼ of a direct
 /// one; docs/dlm.md). The switch waits until every command this node sent to the shard through the layer has finished:
-/// a layer call finishes after its handler ran, and the handler has then put the command in the mailbox of the shard's
-/// actor (directly, or through this node's region), so a <c>Tell</c> made afterwards, which reaches that shard through
-/// the region, is queued behind it and one node's commands to a resource keep their send order (which the
-/// early-answered unlock relies on).
+/// a layer call finishes after its handler ran, and the handler tells the command to the same local region, so a
+/// <c>Tell</c> made afterwards is queued behind it and one node's commands to a resource keep their send order (which
+/// the early-answered unlock relies on).
 /// </para>
 /// Thread-safe: the lock client sends on its own thread, the layer reports finished calls on the outbox's.
 /// </summary>

@@ -260,23 +260,19 @@ internal static class LockMessagingHandlers
             }
 
             var client = ClientOf(context.ChannelId);
-
-            // The holder of lock#S is an entity of shard S, as is the command's resource: its shard delivers it one hop
-            // sooner than the region. Every command of this channel takes the same path, so their order holds.
-            var shard = context.HolderParent ?? region;
             if (!context.PossiblyRepeated)
             {
-                shard.Tell(command, client);
+                region.Tell(command, client);
                 return Task.FromResult<Contracts.IProtocolMessage>(LockTrafficAccepted.Delivered);
             }
 
-            return ApplyRepeatedAsync(command, client, shard);
+            return ApplyRepeatedAsync(command, client);
         });
 
         async Task<Contracts.IProtocolMessage> AskDumpAsync(DumpLockResource dump) =>
             await region.Ask<LockResourceDump>(dump, options.AskTimeout).ConfigureAwait(false);
 
-        async Task<Contracts.IProtocolMessage> ApplyRepeatedAsync(ILockResourceCommand command, IActorRef client, IActorRef shard)
+        async Task<Contracts.IProtocolMessage> ApplyRepeatedAsync(ILockResourceCommand command, IActorRef client)
         {
             // The holder of this channel vanished with the resource's node (crash rule, see RepeatedLockCommands).
             var resource = await region.Ask<LockResourceDump>(new DumpLockResource(command.EntityId), options.AskTimeout).ConfigureAwait(false);
@@ -286,7 +282,7 @@ internal static class LockMessagingHandlers
                 return LockTrafficAccepted.Skipped;
             }
 
-            shard.Tell(command, client);
+            region.Tell(command, client);
             return LockTrafficAccepted.Delivered;
         }
 

@@ -21,9 +21,6 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
 
     public MessagingOptions Options => options;
 
-    /// <summary>The holder actor's parent (for a sharded holder, its shard), handed to handlers (<see cref="HandlerContext.HolderParent"/>).</summary>
-    public IActorRef? Parent { get; set; }
-
     /// <summary>Starts the handler; its status (or fault) comes back to <paramref name="self"/> as <see cref="HandlerDone"/>.</summary>
     public void Run(HolderRun<IActorRef> run, IActorRef self)
     {
@@ -38,7 +35,7 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
             }
 
             var payload = (IProtocolMessage)PayloadCodec.Deserialize(system, run.Payload);
-            var context = new HandlerContext(ChannelId, run.Seq, EntityType, run.TargetId, run.PossiblyRepeated, Parent);
+            var context = new HandlerContext(ChannelId, run.Seq, EntityType, run.TargetId, run.PossiblyRepeated);
             handling = handler(context, payload);
         }
         catch (Exception ex)

@@ -13,11 +13,7 @@ namespace Lockstep.Actors.Messaging;
 /// True only when a holder that may have run this request vanished in a crash; handlers that must not
 /// repeat an effect check it (for lock traffic the DLM's recovery rebuilds state anyway).
 /// </param>
-/// <param name="HolderParent">
-/// The parent of the holder running the handler: for a holder that is an entity of a shard region, its shard, which
-/// delivers any message its region's extractor understands to that shard's entities one hop sooner than the region.
-/// </param>
-public sealed record HandlerContext(string ChannelId, long Seq, string EntityType, string EntityId, bool PossiblyRepeated, IActorRef? HolderParent = null);
+public sealed record HandlerContext(string ChannelId, long Seq, string EntityType, string EntityId, bool PossiblyRepeated);
 
 /// <summary>A receiver-side handler: runs once per (channel, seq) and returns the status the caller gets.</summary>
 public delegate Task<IProtocolMessage> MessageHandler(HandlerContext context, IProtocolMessage payload);

@@ -33,7 +33,6 @@ internal sealed class MessageHolderActor : ReceiveActor, IWithTimers
     public MessageHolderActor(HolderRuntime runtime, Type? handOffStop = null, bool stopWhenSenderRemoved = false)
     {
         _runtime = runtime;
-        _runtime.Parent = Context.Parent;
         if (stopWhenSenderRemoved && MessagingChannel.TryParse(runtime.ChannelId, out _, out var senderAddress, out var senderUid))
         {
             _sender = (senderAddress, senderUid);

@@ -22,7 +22,6 @@ internal sealed class PersistentMessageHolderActor : ReceivePersistentActor
     public PersistentMessageHolderActor(HolderRuntime runtime)
     {
         _runtime = runtime;
-        _runtime.Parent = Context.Parent;
         PersistenceId = "message-holder/" + runtime.ChannelId;
         _state = new MessageHolderState<IActorRef>(runtime.Options.HolderCap, StableIncarnation(runtime.ChannelId));
 
