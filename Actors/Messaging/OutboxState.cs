@@ -353,6 +353,9 @@ public sealed class OutboxState<TCaller>
             }
 
             FailAll(channel, reason, effects);
+
+            // Its holders are gone with the receiver: nothing is left to drop there.
+            Undropped -= channel.Undropped.Count;
             _channels.Remove(channel.Id);
         }
 

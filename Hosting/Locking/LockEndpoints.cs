@@ -75,9 +75,15 @@ public static class LockEndpoints
         });
 
         // Callers inside this node (lockstep lock bench --callers in-node). The request runs for its warm-up and window
-        // and then answers; a bench that cannot start (bad body) is a 400 with the reason.
+        // and then answers; a bench that cannot start (bad body) is a 400 with the reason, a second one while one runs a
+        // 409, and one that overruns its warm-up and window by a minute (a lock never granted) a 504.
         app.MapPost("/v1/locks/bench", async (HttpRequest http, LockingService locks, CancellationToken ct) =>
         {
+            if (!http.HasJsonContentType())
+            {
+                return Results.Json(new LockError("the body must be JSON (Content-Type: application/json): {lockspace, shape, resources, warmupSeconds, windowSeconds}"), statusCode: StatusCodes.Status400BadRequest);
+            }
+
             InNodeBenchRequest? request;
             try
             {
@@ -93,10 +99,38 @@ public static class LockEndpoints
                 return Results.Json(new LockError(problem), statusCode: StatusCodes.Status400BadRequest);
             }
 
-            var manager = await locks.Manager.WaitAsync(ct);
-            return Results.Json(await LockBenchInNode.RunAsync(manager, request!, ct));
+            if (!InNodeBenchGate.Wait(0, CancellationToken.None))
+            {
+                return Results.Json(new LockError("another in-node bench is running on this node; try again when it has answered"), statusCode: StatusCodes.Status409Conflict);
+            }
+
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            deadline.CancelAfter(TimeSpan.FromSeconds(request!.WarmupSeconds + request.WindowSeconds) + InNodeBenchGrace);
+            try
+            {
+                var manager = await locks.Manager.WaitAsync(deadline.Token);
+                return Results.Json(await LockBenchInNode.RunAsync(manager, request, deadline.Token));
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                return Results.Json(new LockError($"the bench did not finish within its warm-up and window plus {InNodeBenchGrace.TotalSeconds:0} s (a lock never granted?)"), statusCode: StatusCodes.Status504GatewayTimeout);
+            }
+            catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or TimeoutException or Akka.Actor.AskTimeoutException)
+            {
+                return Results.Json(new LockError($"the bench could not run: {ex.Message}"), statusCode: StatusCodes.Status500InternalServerError);
+            }
+            finally
+            {
+                InNodeBenchGate.Release();
+            }
         });
     }
+
+    // One in-node bench at a time per node: each may start up to 1024 callers for up to 20 minutes.
+    private static readonly SemaphoreSlim InNodeBenchGate = new(1, 1);
+
+    /// <summary>How long an in-node bench may overrun its warm-up and window before it is stopped (504).</summary>
+    private static readonly TimeSpan InNodeBenchGrace = TimeSpan.FromSeconds(60);
 
     /// <summary>Shapes a dump for JSON: resource names without the lockspace prefix, LVB and ids in hex.</summary>
     public static LocksView ToView(string lockspace, LockspaceDump dump) =>

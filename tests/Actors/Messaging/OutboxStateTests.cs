@@ -86,6 +86,20 @@ public sealed class OutboxStateTests
         Assert.Equal(2, o.Pending);
     }
 
+    [Fact]
+    public void Abandoning_a_receiver_forgets_the_seqs_its_holder_was_still_to_be_told()
+    {
+        var o = NewOutbox();
+        o.Send("lock", "r", Body, "posted", 0, completesAtStatus: true);
+        Introduce(o, 0);
+        o.OnStatus(new HolderStatus(o.ChannelFor("lock"), 1, H1, Ok), 1);
+        Assert.Equal(1, o.Undropped);
+
+        o.Abandon(type => type == "lock", "the receiver was removed");
+        Assert.Equal((0, 0), (o.Pending, o.Undropped));
+        Assert.Empty(o.Tick(10_000));
+    }
+
     private static IReadOnlyList<OutboxEffect<string>> Introduce(OutboxState<string> o, long now) =>
         o.OnRejected(new HolderRejected(o.ChannelFor("lock"), 1, HolderRejectReason.StaleIncarnation, 8, 0, H1), now);
 

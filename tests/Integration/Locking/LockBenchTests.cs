@@ -144,6 +144,12 @@ public sealed class LockBenchTests : IAsyncLifetime
             Assert.Contains("the body is not a bench request", await garbage.Content.ReadAsStringAsync());
         }
 
+        using (var plain = await Http.PostAsync("/v1/locks/bench", new StringContent("uncontended please")))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, plain.StatusCode);
+            Assert.Contains("the body must be JSON", await plain.Content.ReadAsStringAsync());
+        }
+
         var badCallers = await ChildProcess.RunAsync(Repo.Lockstep, ["lock", "bench", "--node", $"127.0.0.1:{HttpPort}", "--callers", "sideways"], Patience);
         Assert.Equal(2, badCallers.ExitCode);
         Assert.Contains("--callers must be grpc or in-node, not 'sideways'", badCallers.Stderr);
