@@ -1,6 +1,7 @@
 using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Hosting;
+using Lockstep.Actors.Messaging.Link;
 using Lockstep.Contracts;
 
 namespace Lockstep.Actors.Messaging;
@@ -19,8 +20,14 @@ public sealed class LockstepMessaging : IExtension
     /// <summary>Region of persisted holders.</summary>
     public const string PersistedRegionName = "message-holder-persistent";
 
-    private LockstepMessaging(ActorSystem system, MessagingOptions options)
+    private LockstepMessaging(ExtendedActorSystem system, MessagingOptions configured)
     {
+        // The peer link sits under a plain transport only: a test's fault-injecting transport keeps Akka.Remote, whose
+        // faults it simulates.
+        Link = configured.PeerLink is { } linkOptions && configured.Transport is DirectTransport
+            ? PeerLinkTransport.Start(system, linkOptions, DirectTransport.Instance)
+            : null;
+        var options = Link is null ? configured : configured.WithTransport(Link);
         Options = options;
         MessagingMetrics.ReportedCap = options.HolderCap;
         Stats = new MessagingNodeStats(options.HolderCap);
@@ -59,7 +66,10 @@ public sealed class LockstepMessaging : IExtension
     internal Props HolderProps(string channelId, Type? handOffStop) =>
         Props.Create(() => new MessageHolderActor(new HolderRuntime(_system, Options, Handlers, channelId, Stats, false), handOffStop, stopWhenSenderRemoved: true));
 
-    /// <summary>The options the layer runs with.</summary>
+    /// <summary>The node's own TCP link to its peers, when <see cref="MessagingOptions.PeerLink"/> turned it on.</summary>
+    public PeerLinkTransport? Link { get; }
+
+    /// <summary>The options the layer runs with (its <see cref="MessagingOptions.Transport"/> is the peer link when that is on).</summary>
     public MessagingOptions Options { get; }
 
     /// <summary>This node's live numbers: holder tables, pending calls, re-sends.</summary>

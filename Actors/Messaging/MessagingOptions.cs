@@ -34,6 +34,21 @@ public sealed class MessagingOptions
     /// transport here (duplicate, delay, drop) — the layer must deliver exactly-once regardless.
     /// </summary>
     public IMessagingTransport Transport { get; set; } = DirectTransport.Instance;
+
+    /// <summary>
+    /// When set (and <see cref="Transport"/> is the plain <see cref="DirectTransport"/>), envelopes to other nodes go over
+    /// the layer's own TCP link (<see cref="Link.PeerLinkTransport"/>) instead of Akka.Remote. <c>lockstep serve</c>
+    /// turns it on (<c>Lockstep:Messaging:Link</c>); in-process tests leave it off unless they test it.
+    /// </summary>
+    public Link.PeerLinkOptions? PeerLink { get; set; }
+
+    /// <summary>These options with another transport (the layer runs with a copy that names its peer link).</summary>
+    internal MessagingOptions WithTransport(IMessagingTransport transport)
+    {
+        var copy = (MessagingOptions)MemberwiseClone();
+        copy.Transport = transport;
+        return copy;
+    }
 }
 
 /// <summary>The last step of sending an envelope of the layer (a seam for fault injection).</summary>

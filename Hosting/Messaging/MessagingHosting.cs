@@ -1,5 +1,6 @@
 using Akka.Hosting;
 using Lockstep.Actors.Messaging;
+using Lockstep.Actors.Messaging.Link;
 using Lockstep.Hosting.Node;
 using Prometheus;
 
@@ -35,6 +36,7 @@ public sealed class MessagingService(LockstepOptions options)
             TickInterval = TimeSpan.FromMilliseconds(section.TickIntervalMs),
             Outbox = new OutboxLimits(section.MaxInFlightPerChannel, section.MaxQueuedPerChannel, section.InitialResendMs, section.MaxResendMs),
             PersistedEntityTypes = new HashSet<string>(section.PersistedEntityTypes, StringComparer.Ordinal),
+            PeerLink = section.Link == "tcp" ? new PeerLinkOptions { Port = section.LinkPort } : null,
         };
     }
 }

@@ -119,6 +119,15 @@ public sealed class LockstepOptions
         /// <summary>Register the diagnostic probe handler (entity types <c>probe-0..7</c>) and its HTTP routes.</summary>
         public bool Probe { get; set; } = true;
 
+        /// <summary>
+        /// How the layer's envelopes travel between nodes: <c>tcp</c> (the layer's own peer link, with Akka.Remote while
+        /// a link is not up) or <c>akka</c> (Akka.Remote only). The same on every node is best; mixed nodes still talk.
+        /// </summary>
+        public string Link { get; set; } = "tcp";
+
+        /// <summary>TCP port of the peer link's listener; 0 (default) takes a free port, which peers learn by asking.</summary>
+        public int LinkPort { get; set; }
+
         /// <summary>The first invalid setting as one line, or null.</summary>
         public string? Validate() =>
             HolderCap < 2 ? $"Messaging:HolderCap must be at least 2 (--holder-cap), not {HolderCap}"
@@ -127,6 +136,8 @@ public sealed class LockstepOptions
             : MaxQueuedPerChannel < 0 ? $"Messaging:MaxQueuedPerChannel must not be negative, not {MaxQueuedPerChannel}"
             : InitialResendMs < 1 || MaxResendMs < InitialResendMs ? $"Messaging: need 1 <= InitialResendMs <= MaxResendMs, not {InitialResendMs} and {MaxResendMs}"
             : TickIntervalMs < 1 ? $"Messaging:TickIntervalMs must be at least 1, not {TickIntervalMs}"
+            : Link is not ("tcp" or "akka") ? $"Messaging:Link must be tcp or akka, not '{Link}'"
+            : LinkPort is < 0 or > 65535 ? $"Messaging:LinkPort must be 0..65535, not {LinkPort}"
             : PersistedEntityTypes.FirstOrDefault(t => string.IsNullOrWhiteSpace(t) || t.Contains('|', StringComparison.Ordinal)) is { } bad
                 ? $"Messaging:PersistedEntityTypes: '{bad}' is empty or contains '|'"
                 : null;
