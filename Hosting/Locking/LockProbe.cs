@@ -4,6 +4,7 @@ using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Configuration;
 using Lockstep.Actors.Locking;
+using Lockstep.Actors.Messaging;
 using Lockstep.Contracts.Locking;
 using Lockstep.Contracts.Messaging;
 using Lockstep.Hosting.Messaging;
@@ -24,10 +25,13 @@ public static class LockProbe
 
     /// <summary>Runs every row for <paramref name="seconds"/> each (after <paramref name="warmup"/>) with <paramref name="clients"/> closed-loop callers.</summary>
     public static async Task<IReadOnlyList<LatencySummary>> RunAsync(int clients, TimeSpan seconds, TimeSpan warmup, string hocon, TextWriter log, CancellationToken cancellationToken) =>
-        await RunAsync(clients, seconds, warmup, hocon, LockTransport.Reliable, log, cancellationToken).ConfigureAwait(false);
+        await RunAsync(clients, seconds, warmup, hocon, LockTransport.Reliable, "tcp", log, cancellationToken).ConfigureAwait(false);
 
-    /// <summary>The same with the DLM's traffic on <paramref name="transport"/>; the lock rows name the transport.</summary>
-    public static async Task<IReadOnlyList<LatencySummary>> RunAsync(int clients, TimeSpan seconds, TimeSpan warmup, string hocon, LockTransport transport, TextWriter log, CancellationToken cancellationToken)
+    /// <summary>
+    /// The same with the DLM's traffic on <paramref name="transport"/>, the reliable layer's envelopes between members on
+    /// <paramref name="link"/> (<c>tcp</c>: the peer link, as <c>serve</c> runs; <c>akka</c>: Akka.Remote); the lock rows name both.
+    /// </summary>
+    public static async Task<IReadOnlyList<LatencySummary>> RunAsync(int clients, TimeSpan seconds, TimeSpan warmup, string hocon, LockTransport transport, string link, TextWriter log, CancellationToken cancellationToken)
     {
         var nodes = new List<ActorSystem>();
         var managers = new List<LockManager>();
@@ -43,6 +47,8 @@ public static class LockProbe
             await MessagingBench.JoinAsync(nodes, cancellationToken).ConfigureAwait(false);
             for (var i = 0; i < 3; i++)
             {
+                // The layer with the product's defaults (what `serve` starts), before the DLM would start its own.
+                LockstepMessaging.Start(nodes[i], MessagingService.ToLayerOptions(new LockstepOptions.MessagingSection { Link = link, Probe = false }));
                 managers.Add(LockManager.Start(nodes[i], new LockingOptions { NodeId = $"probe-{i + 1}", PersistSlots = false, AskTimeout = TimeSpan.FromSeconds(30), Transport = transport }));
             }
 
@@ -73,12 +79,13 @@ public static class LockProbe
                 await handle.UnlockAsync().ConfigureAwait(false);
             };
 
+            var path = transport == LockTransport.Reliable ? $"reliable, link {link}" : "direct";
             var rows = new (string Name, Func<int, Task> Call)[]
             {
                 ("plain Ask, sharded echo on the same node", Ask(localEcho)),
                 ("plain Ask, sharded echo on another node", Ask(remoteEcho)),
-                ($"ILockspace lock EX + unlock, resource on the same node ({transport.ToString().ToLowerInvariant()})", Cycle(localResources)),
-                ($"ILockspace lock EX + unlock, resource on another node ({transport.ToString().ToLowerInvariant()})", Cycle(remoteResources)),
+                ($"ILockspace lock EX + unlock, resource on the same node ({path})", Cycle(localResources)),
+                ($"ILockspace lock EX + unlock, resource on another node ({path})", Cycle(remoteResources)),
             };
             var results = new List<LatencySummary>();
             foreach (var (name, call) in rows)
@@ -201,9 +208,10 @@ public static class LockProbe
         var warmup = new Option<double>("--warmup") { Description = "Unmeasured seconds before each row.", DefaultValueFactory = _ => 2 };
         var hocon = new Option<string>("--hocon") { Description = "Akka settings that take precedence over the members' own (to try remoting or dispatcher tuning).", DefaultValueFactory = _ => string.Empty };
         var transport = new Option<string>("--transport") { Description = "DLM transport: reliable, direct, or both (A/B: one fresh cluster per transport, in this run).", DefaultValueFactory = _ => "both" };
+        var link = new Option<string>("--link") { Description = "The reliable layer's wire between members: tcp (its peer link, as serve runs), akka (Akka.Remote), or both (A/B in this run).", DefaultValueFactory = _ => "tcp" };
         var probe = new Command("probe", "Lock+unlock cost below gRPC: ILockspace cycles and plain Asks, same node and other node, in three in-process members on loopback.")
         {
-            clients, seconds, warmup, hocon, transport,
+            clients, seconds, warmup, hocon, transport, link,
         };
         probe.SetAction(async (parse, ct) =>
         {
@@ -211,6 +219,7 @@ public static class LockProbe
                 : parse.GetValue(seconds) is <= 0 or > 600 or double.NaN ? "--seconds must be in (0, 600]"
                 : parse.GetValue(warmup) is < 0 or > 600 or double.NaN ? "--warmup must be 0..600 seconds"
                 : parse.GetValue(transport) is not ("reliable" or "direct" or "both") ? $"--transport must be reliable, direct or both, not '{parse.GetValue(transport)}'"
+                : parse.GetValue(link) is not ("tcp" or "akka" or "both") ? $"--link must be tcp, akka or both, not '{parse.GetValue(link)}'"
                 : null;
             if (problem is not null)
             {
@@ -225,9 +234,13 @@ public static class LockProbe
                 _ => [LockTransport.Direct, LockTransport.Reliable],
             };
             var runs = new List<LatencySummary>();
+            var links = parse.GetValue(link) == "both" ? new[] { "akka", "tcp" } : [parse.GetValue(link)!];
             foreach (var kind in transports)
             {
-                runs.AddRange(await RunAsync(parse.GetValue(clients), TimeSpan.FromSeconds(parse.GetValue(seconds)), TimeSpan.FromSeconds(parse.GetValue(warmup)), parse.GetValue(hocon) ?? string.Empty, kind, Console.Error, ct));
+                foreach (var wire in kind == LockTransport.Reliable ? links : ["akka"])
+                {
+                    runs.AddRange(await RunAsync(parse.GetValue(clients), TimeSpan.FromSeconds(parse.GetValue(seconds)), TimeSpan.FromSeconds(parse.GetValue(warmup)), parse.GetValue(hocon) ?? string.Empty, kind, wire, Console.Error, ct));
+                }
             }
 
             await Console.Out.WriteLineAsync(LatencySummary.Table(runs));
