@@ -114,6 +114,18 @@ internal static class MessagingPrometheus
     private static readonly Gauge Completed = Metrics.CreateGauge(
         "lockstep_messaging_node_outbox_completed", "Calls this node's outbox completed since it started.");
 
+    private static readonly Gauge LinkEnvelopes = Metrics.CreateGauge(
+        "lockstep_messaging_link_envelopes", "Envelopes this node sent to other nodes since it started, by wire (link: the peer link; akka: Akka.Remote).",
+        new GaugeConfiguration { LabelNames = ["wire"] });
+
+    private static readonly Gauge LinkConnections = Metrics.CreateGauge(
+        "lockstep_messaging_link_connections", "Open peer-link connections, by direction (out, in).",
+        new GaugeConfiguration { LabelNames = ["direction"] });
+
+    private static readonly Gauge LinkFaults = Metrics.CreateGauge(
+        "lockstep_messaging_link_faults", "Peer-link connection attempts that failed (connect) and incoming connections closed for bad bytes (protocol).",
+        new GaugeConfiguration { LabelNames = ["kind"] });
+
     private static int registered;
 
     public static void Register(MessagingService service)
@@ -140,6 +152,15 @@ internal static class MessagingPrometheus
             Pending.Set(stats.OutboxPending);
             Resends.Set(stats.Resends);
             Completed.Set(stats.Completed);
+            if (layer.Link?.Stats is { } link)
+            {
+                LinkEnvelopes.WithLabels("link").Set(link.SentOverLink);
+                LinkEnvelopes.WithLabels("akka").Set(link.SentOverAkka);
+                LinkConnections.WithLabels("out").Set(link.OutgoingConnections);
+                LinkConnections.WithLabels("in").Set(link.IncomingConnections);
+                LinkFaults.WithLabels("connect").Set(link.ConnectFailures);
+                LinkFaults.WithLabels("protocol").Set(link.ProtocolErrors);
+            }
         });
     }
 }
@@ -161,6 +182,12 @@ public static class MessagingEndpoints
     {
         app.MapGet("/v1/messaging/stats", async (MessagingService messaging, CancellationToken ct) =>
             Results.Json((await messaging.Layer.WaitAsync(ct)).Stats.Snapshot()));
+
+        // The peer link's counters; 404 when this node runs with Messaging:Link=akka.
+        app.MapGet("/v1/messaging/link", async (MessagingService messaging, CancellationToken ct) =>
+            (await messaging.Layer.WaitAsync(ct)).Link?.Stats is { } link
+                ? Results.Json(link)
+                : Results.Json(new MessagingError("the peer link is off on this node (Lockstep:Messaging:Link=akka)"), statusCode: StatusCodes.Status404NotFound));
 
         app.MapPost("/v1/messaging/probe/run", async (HttpRequest http, MessagingService messaging, LockstepOptions node, CancellationToken ct) =>
         {

@@ -19,13 +19,14 @@ public sealed record LinkFaults(int LinkDowns, int Resets)
 /// link: remoting needs its retry gate (1 s) and a handshake before re-sends get through, and with resets every second
 /// the node stayed cut off for the whole window.</item>
 /// </list>
-/// Only the remoting port is reset, so HTTP and gRPC clients of the node keep their connections.
+/// Only the node-to-node ports are reset (remoting and the reliable layer's peer link), so HTTP and gRPC clients of
+/// the node keep their connections.
 /// </summary>
 /// <param name="namespaceName">The namespace whose link breaks.</param>
 /// <param name="veth">The veth end inside it.</param>
-/// <param name="remotingPort">The port whose TCP segments get reset.</param>
+/// <param name="ports">The ports whose TCP segments get reset.</param>
 /// <param name="table">Name of the nftables table (unique per test, so leftovers of another test are not touched).</param>
-public sealed class LinkFlapper(string namespaceName, string veth, int remotingPort, string table)
+public sealed class LinkFlapper(string namespaceName, string veth, IReadOnlyList<int> ports, string table)
 {
     /// <summary>
     /// Injects faults for <paramref name="duration"/>; <paramref name="kinds"/> is <c>both</c> (alternate), <c>down</c>
@@ -56,8 +57,8 @@ public sealed class LinkFlapper(string namespaceName, string veth, int remotingP
             {
                 await Run("ip", "netns", "exec", namespaceName, "nft",
                     $"add table inet {table} ; add chain inet {table} input {{ type filter hook input priority 0 ; }} ; " +
-                    $"add rule inet {table} input tcp dport {remotingPort} reject with tcp reset ; " +
-                    $"add rule inet {table} input tcp sport {remotingPort} reject with tcp reset");
+                    string.Join(" ; ", ports.Select(port =>
+                        $"add rule inet {table} input tcp dport {port} reject with tcp reset ; add rule inet {table} input tcp sport {port} reject with tcp reset")));
                 await Task.Delay(outage);
                 await Run("ip", "netns", "exec", namespaceName, "nft", $"delete table inet {table}");
                 resets++;

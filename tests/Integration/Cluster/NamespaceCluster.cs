@@ -13,6 +13,9 @@ namespace Lockstep.Integration.Tests.Cluster;
 public sealed class NamespaceCluster : IAsyncDisposable
 {
     public const int RemotingPort = 4053;
+
+    /// <summary>The reliable layer's peer link listens here (fixed, so a test can reset its connections like remoting's).</summary>
+    public const int LinkPort = 4054;
     public const int HttpPort = 8558;
     private readonly string _prefix;
     private readonly string _subnet;
@@ -64,7 +67,7 @@ public sealed class NamespaceCluster : IAsyncDisposable
                 _data.Add(data);
                 _nodes[i] = ChildProcess.Start("ip",
                 [
-                    "netns", "exec", Namespace(i), "env", $"Lockstep__Http__Host={Ip(i)}",
+                    "netns", "exec", Namespace(i), "env", $"Lockstep__Http__Host={Ip(i)}", $"Lockstep__Messaging__LinkPort={LinkPort}",
                     .. environment.Select(e => $"{e.Key}={e.Value}"),
                     Repo.Lockstep, "serve", "--host", Ip(i), "--port", $"{RemotingPort}", "--http-port", $"{HttpPort}",
                     "--nbd-port", "10809", "--node-id", $"n{i + 1}", "--data", data, "--seed", $"{Ip(0)}:{RemotingPort}",

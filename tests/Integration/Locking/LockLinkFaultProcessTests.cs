@@ -86,7 +86,7 @@ public sealed partial class LockLinkFaultProcessTests(ITestOutputHelper output) 
 
         using var faultsOver = new CancellationTokenSource();
         var tortures = Enumerable.Range(0, 3).Select(node => Task.Run(() => RoundsAsync(node, faultsOver.Token))).ToArray();
-        var flapper = new LinkFlapper(_cluster.Namespace(2), _cluster.InnerVeth(2), NamespaceCluster.RemotingPort, "lsdlm");
+        var flapper = new LinkFlapper(_cluster.Namespace(2), _cluster.InnerVeth(2), [NamespaceCluster.RemotingPort, NamespaceCluster.LinkPort], "lsdlm");
         var faults = await flapper.RunAsync(faultTime, Environment.GetEnvironmentVariable("LOCKSTEP_NETNS_FAULTS") ?? "both");
         faultsOver.Cancel();
         var rounds = (await Task.WhenAll(tortures)).SelectMany(r => r).ToList();

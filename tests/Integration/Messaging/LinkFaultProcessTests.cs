@@ -64,7 +64,7 @@ public sealed class LinkFaultProcessTests(ITestOutputHelper output) : IAsyncLife
         // Traffic first, so the faults hit a layer under load; each node keeps sending runs until the faults stop.
         using var faultsOver = new CancellationTokenSource();
         var senders = Enumerable.Range(0, 3).Select(node => Task.Run(() => SendRunsAsync(node, faultsOver.Token))).ToArray();
-        var flapper = new LinkFlapper(_cluster.Namespace(2), _cluster.InnerVeth(2), NamespaceCluster.RemotingPort, "lsmsg");
+        var flapper = new LinkFlapper(_cluster.Namespace(2), _cluster.InnerVeth(2), [NamespaceCluster.RemotingPort, NamespaceCluster.LinkPort], "lsmsg");
         var faults = await flapper.RunAsync(faultTime, Environment.GetEnvironmentVariable("LOCKSTEP_NETNS_FAULTS") ?? "both");
         faultsOver.Cancel();
         var runs = (await Task.WhenAll(senders)).SelectMany(r => r).ToList();
