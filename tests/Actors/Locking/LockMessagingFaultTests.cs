@@ -66,7 +66,7 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
         var spaces = new List<ILockspace>();
         foreach (var manager in _managers)
         {
-            spaces.Add(await OpenWithRetryAsync(manager));
+            spaces.Add(await CounterTortureClients.OpenWithRetryAsync(manager, "torture-fault"));
         }
 
         // The counter is mastered on node 1 (its NL keeper asks first): clients on nodes 2 and 3 cross the network for
@@ -80,33 +80,9 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
         using var stopFaults = new CancellationTokenSource();
         var blackouts = Task.Run(() => BlackOutLinks(stopFaults.Token));
         var clock = Stopwatch.StartNew();
-        long completed = 0;
-        var errors = new List<string>();
         var limit = TimeSpan.FromSeconds(int.TryParse(Environment.GetEnvironmentVariable("LOCKSTEP_DLM_FAULT_TIMEOUT_S"), out var t) ? t : 240);
         using var deadline = new CancellationTokenSource(limit);
-        var clients = spaces.SelectMany(space => Enumerable.Range(0, clientsPerNode).Select(_ => Task.Run(async () =>
-        {
-            try
-            {
-                for (var k = 0; k < iterations; k++)
-                {
-                    var handle = await space.LockAsync(resource, LockMode.EX, LockFlags.ValBlk, cancellationToken: deadline.Token);
-                    var next = new byte[8];
-                    BinaryPrimitives.WriteInt64LittleEndian(next, BinaryPrimitives.ReadInt64LittleEndian(handle.Lvb.Span) + 1);
-                    await handle.UnlockAsync(LockFlags.ValBlk, next);
-                    Interlocked.Increment(ref completed);
-                }
-            }
-            catch (Exception ex)
-            {
-                lock (errors)
-                {
-                    errors.Add($"{ex.GetType().Name}: {ex.Message}");
-                }
-            }
-        }))).ToArray();
-
-        await Task.WhenAll(clients);
+        var (completed, errors) = await CounterTortureClients.RunAsync(spaces, resource, clientsPerNode, iterations, deadline.Token);
         var elapsed = clock.Elapsed;
         stopFaults.Cancel();
         await blackouts;
@@ -139,22 +115,6 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
         await keeper.UnlockAsync();
     }
 
-    private static async Task<ILockspace> OpenWithRetryAsync(LockManager manager)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(90);
-        while (true)
-        {
-            try
-            {
-                return await manager.OpenLockspaceAsync("torture-fault").WaitAsync(TimeSpan.FromSeconds(15));
-            }
-            catch (Exception ex) when (ex is TimeoutException or AskTimeoutException or OperationCanceledException && DateTime.UtcNow < deadline)
-            {
-                // The registry singleton is not reachable yet.
-            }
-        }
-    }
-
     private Task BlackOutLinks(CancellationToken stop) => _blackouts.RunAsync(random =>
     {
         var from = _nodes[random.Next(3)];
@@ -163,7 +123,8 @@ public sealed class LockMessagingFaultTests(ITestOutputHelper output) : IAsyncLi
 
     private Task JoinAll() => ClusterFormation.JoinAllAndWaitUpAsync(_nodes);
 
-    private static Config NodeConfig() => ConfigurationFactory.ParseString("""
+    /// <summary>Loopback members with the throttler adapter and a failure detector that tolerates injected link faults.</summary>
+    internal static Config NodeConfig() => ConfigurationFactory.ParseString("""
         akka.loglevel = WARNING
         akka.actor.provider = cluster
         # As in ReliableMessagingClusterTests: Akka's own ReachabilityChanged events fail serialize-messages' check.

@@ -6,6 +6,7 @@ using Akka.Actor;
 using Akka.Cluster;
 using Akka.Configuration;
 using Lockstep.Actors.Locking;
+using Lockstep.Actors.Tests.Locking;
 using Lockstep.Actors.Messaging;
 using Lockstep.Actors.Messaging.Link;
 using Lockstep.Actors.Serialization;
@@ -105,7 +106,7 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
         var spaces = new List<ILockspace>();
         foreach (var manager in managers)
         {
-            spaces.Add(await OpenWithRetryAsync(manager));
+            spaces.Add(await CounterTortureClients.OpenWithRetryAsync(manager, "torture-link"));
         }
 
         const string resource = "counter";
@@ -124,31 +125,8 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
         });
 
         var clock = Stopwatch.StartNew();
-        var errors = new List<string>();
-        long completed = 0;
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(240));
-        var clients = spaces.SelectMany(space => Enumerable.Range(0, clientsPerNode).Select(_ => Task.Run(async () =>
-        {
-            try
-            {
-                for (var k = 0; k < iterations; k++)
-                {
-                    var handle = await space.LockAsync(resource, LockMode.EX, LockFlags.ValBlk, cancellationToken: deadline.Token);
-                    var next = new byte[8];
-                    BinaryPrimitives.WriteInt64LittleEndian(next, BinaryPrimitives.ReadInt64LittleEndian(handle.Lvb.Span) + 1);
-                    await handle.UnlockAsync(LockFlags.ValBlk, next);
-                    Interlocked.Increment(ref completed);
-                }
-            }
-            catch (Exception ex)
-            {
-                lock (errors)
-                {
-                    errors.Add($"{ex.GetType().Name}: {ex.Message}");
-                }
-            }
-        }))).ToArray();
-        await Task.WhenAll(clients);
+        var (completed, errors) = await CounterTortureClients.RunAsync(spaces, resource, clientsPerNode, iterations, deadline.Token);
         stopResets.Cancel();
         await resetter;
 
@@ -176,7 +154,8 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
     {
         for (var i = 0; i < 3; i++)
         {
-            _nodes.Add(ActorSystem.Create("linktest", NodeConfig()));
+            // The fault test's member settings (its throttler adapter stays idle here).
+            _nodes.Add(ActorSystem.Create("linktest", LockMessagingFaultTests.NodeConfig()));
         }
 
         await ClusterFormation.JoinAllAndWaitUpAsync(_nodes);
@@ -216,39 +195,4 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
             answer.AddRange(buffer.AsSpan(0, read).ToArray());
         }
     }
-
-    private static async Task<ILockspace> OpenWithRetryAsync(LockManager manager)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(90);
-        while (true)
-        {
-            try
-            {
-                return await manager.OpenLockspaceAsync("torture-link").WaitAsync(TimeSpan.FromSeconds(15));
-            }
-            catch (Exception ex) when (ex is TimeoutException or AskTimeoutException or OperationCanceledException && DateTime.UtcNow < deadline)
-            {
-                // The registry singleton is not reachable yet.
-            }
-        }
-    }
-
-    private static Config NodeConfig() => ConfigurationFactory.ParseString("""
-        akka.loglevel = WARNING
-        akka.actor.provider = cluster
-        akka.actor.serialize-messages = off
-        akka.remote.dot-netty.tcp { hostname = 127.0.0.1, port = 0 }
-        akka.cluster {
-          failure-detector { heartbeat-interval = 200ms, acceptable-heartbeat-pause = 5s, threshold = 12.0 }
-          unreachable-nodes-reaper-interval = 200ms
-          leader-actions-interval = 200ms
-          gossip-interval = 200ms
-          downing-provider-class = ""
-          sharding.state-store-mode = ddata
-          sharding.remember-entities = off
-          log-info-verbose = off
-        }
-        akka.coordinated-shutdown.exit-clr = off
-        akka.coordinated-shutdown.run-by-actor-system-terminate = off
-        """).WithFallback(SerializationConfig.Hocon);
 }
