@@ -80,6 +80,7 @@ internal sealed class HolderRuntime(ActorSystem system, MessagingOptions options
     /// <summary>Sends the waiting replies (on <see cref="FlushReplies"/>, and when the holder stops).</summary>
     public void Flush(IActorRef self)
     {
+        using var held = options.Transport.HoldSends();
         foreach (var (to, message) in _replies.Drain(static (_, items) =>
                      new OutboxBatch(items.OfType<HolderStatus>().ToList(), items.OfType<HolderDropConfirmed>().ToList())))
         {

@@ -56,6 +56,22 @@ public interface IMessagingTransport
 {
     /// <summary>Sends <paramref name="message"/> to <paramref name="to"/> as <paramref name="sender"/>.</summary>
     void Send(IActorRef to, object message, IActorRef sender);
+
+    /// <summary>
+    /// Until the returned scope is disposed, sends from this thread may wait and leave together (the peer link writes
+    /// one batch per peer instead of one per envelope). For an actor flushing many batches at once; the default holds nothing.
+    /// </summary>
+    IDisposable HoldSends() => NothingHeld.Instance;
+}
+
+/// <summary>The scope of a transport that holds nothing back.</summary>
+internal sealed class NothingHeld : IDisposable
+{
+    public static readonly NothingHeld Instance = new();
+
+    public void Dispose()
+    {
+    }
 }
 
 /// <summary>Plain <c>Tell</c>.</summary>

@@ -153,6 +153,8 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
 
     private void Flush()
     {
+        // One flush sends a batch per channel (lock#S: per resource shard); held, they reach each peer as one write.
+        using var held = _options.Transport.HoldSends();
         foreach (var (to, message) in _outgoing.Drain(static (channel, items) =>
                      new HolderBatch(channel, items.OfType<HolderDeliver>().ToList(), items.OfType<HolderDrop>().ToList())))
         {

@@ -94,8 +94,16 @@ public static class LockProbe
                 // All three members and the callers share this process: CPU per call is what the whole path costs, which
                 // on a loaded machine compares two transports better than their throughput does.
                 var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
+                var linkBefore = LinkTotals(nodes);
                 results.Add(await MeasureAsync(name, clients, seconds, call, cancellationToken).ConfigureAwait(false));
                 var cpu = Process.GetCurrentProcess().TotalProcessorTime - cpuBefore;
+                var linked = LinkTotals(nodes) - linkBefore;
+                if (linked.Envelopes > 0)
+                {
+                    var calls = Math.Max(1, results[^1].Calls);
+                    log.WriteLine(FormattableString.Invariant($"{name}: per call {(double)linked.Envelopes / calls:F2} link envelopes in {(double)linked.Writes / calls:F2} writes, {(double)linked.Reads / calls:F2} reads; {(double)linked.OverAkka / calls:F2} envelopes over Akka.Remote"));
+                }
+
                 log.WriteLine(FormattableString.Invariant($"{name}: {results[^1].PerSecond:F0}/s p50 {results[^1].P50Ms * 1000:F0} µs, process CPU {cpu.TotalMicroseconds / Math.Max(1, results[^1].Calls):F0} µs per call (three members and the callers)"));
             }
 
@@ -199,6 +207,15 @@ public static class LockProbe
 
         return placed.Count == count ? placed : throw new InvalidOperationException($"only {placed.Count} of {count} resources could be mastered on {want}");
     }
+
+    private readonly record struct LinkCounts(long Envelopes, long Writes, long Reads, long OverAkka)
+    {
+        public static LinkCounts operator -(LinkCounts a, LinkCounts b) => new(a.Envelopes - b.Envelopes, a.Writes - b.Writes, a.Reads - b.Reads, a.OverAkka - b.OverAkka);
+    }
+
+    private static LinkCounts LinkTotals(IEnumerable<ActorSystem> nodes) =>
+        nodes.Select(n => LockstepMessaging.Get(n).Link?.Stats).Where(s => s is not null)
+            .Aggregate(default(LinkCounts), (sum, s) => new LinkCounts(sum.Envelopes + s!.SentOverLink, sum.Writes + s.Writes, sum.Reads + s.Reads, sum.OverAkka + s.SentOverAkka));
 
     /// <summary>The <c>probe</c> subcommand: prints a Markdown table (<see cref="LatencySummary.Table"/>).</summary>
     public static Command Command()

@@ -36,12 +36,14 @@ public sealed class PeerLinkOptions
 /// <param name="Port">This node's listener port.</param>
 /// <param name="SentOverLink">Envelopes sent on a link connection.</param>
 /// <param name="SentOverAkka">Envelopes to other nodes that went over Akka.Remote (no connection yet, or not link-able).</param>
+/// <param name="Writes">Socket writes that carried them (fewer than envelopes when writes batch).</param>
 /// <param name="Received">Envelopes received and delivered from link connections.</param>
+/// <param name="Reads">Socket reads that brought them.</param>
 /// <param name="OutgoingConnections">Open connections to peers.</param>
 /// <param name="IncomingConnections">Open connections from peers.</param>
 /// <param name="ConnectFailures">Connection attempts that failed.</param>
 /// <param name="ProtocolErrors">Incoming connections closed for breaking the wire format.</param>
-public sealed record PeerLinkStats(int Port, long SentOverLink, long SentOverAkka, long Received, int OutgoingConnections, int IncomingConnections, long ConnectFailures, long ProtocolErrors);
+public sealed record PeerLinkStats(int Port, long SentOverLink, long SentOverAkka, long Writes, long Received, long Reads, int OutgoingConnections, int IncomingConnections, long ConnectFailures, long ProtocolErrors);
 
 /// <summary>
 /// The reliable layer's node-to-node wire: one TCP connection per direction and peer, carrying the layer's per-call
@@ -68,6 +70,8 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
     private long _sentOverLink;
     private long _sentOverAkka;
     private long _received;
+    private long _writes;
+    private long _reads;
     private long _connectFailures;
     private long _protocolErrors;
 
@@ -114,7 +118,8 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
     }
 
     /// <summary>What the link has done so far.</summary>
-    public PeerLinkStats Stats => new(Port, Interlocked.Read(ref _sentOverLink), Interlocked.Read(ref _sentOverAkka), Interlocked.Read(ref _received),
+    public PeerLinkStats Stats => new(Port, Interlocked.Read(ref _sentOverLink), Interlocked.Read(ref _sentOverAkka), Interlocked.Read(ref _writes),
+        Interlocked.Read(ref _received), Interlocked.Read(ref _reads),
         _peers.Values.Count(p => p.Link is { IsDead: false }), _incoming.Count, Interlocked.Read(ref _connectFailures), Interlocked.Read(ref _protocolErrors));
 
     /// <inheritdoc />
@@ -143,6 +148,47 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
 
         Interlocked.Increment(ref _sentOverAkka);
         _fallback.Send(to, message, sender);
+    }
+
+    /// <summary>Links written to by this thread while it holds its sends (<see cref="HoldSends"/>), to pump when it lets go.</summary>
+    [ThreadStatic]
+    private static List<OutgoingLink>? t_held;
+
+    [ThreadStatic]
+    private static int t_holdDepth;
+
+    /// <inheritdoc />
+    public IDisposable HoldSends()
+    {
+        t_holdDepth++;
+        t_held ??= [];
+        return new Held();
+    }
+
+    private sealed class Held : IDisposable
+    {
+        private bool _released;
+
+        public void Dispose()
+        {
+            if (_released)
+            {
+                return;
+            }
+
+            _released = true;
+            if (--t_holdDepth > 0 || t_held is not { Count: > 0 } held)
+            {
+                return;
+            }
+
+            var links = held.ToArray();
+            held.Clear();
+            foreach (var link in links)
+            {
+                link.Kick();
+            }
+        }
     }
 
     /// <summary>Closes every connection (both directions); later envelopes reconnect. For fault tests.</summary>
@@ -469,11 +515,38 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                     return true;
                 }
 
+                if (t_holdDepth > 0)
+                {
+                    // The thread sends more in a moment: write once when it lets go (Kick).
+                    if (!t_held!.Contains(this))
+                    {
+                        t_held.Add(this);
+                    }
+
+                    return true;
+                }
+
                 _writing = true;
             }
 
             _ = PumpAsync();
             return true;
+        }
+
+        /// <summary>Writes what waits unless a write is already running (which takes it along).</summary>
+        public void Kick()
+        {
+            lock (_gate)
+            {
+                if (_writing || _dead || _pending.Length == 0)
+                {
+                    return;
+                }
+
+                _writing = true;
+            }
+
+            _ = PumpAsync();
         }
 
         /// <summary>Waits for the server side to close: it never sends after its answer, so any read result ends the link.</summary>
@@ -532,6 +605,7 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                     var remaining = batch.Written;
                     while (!remaining.IsEmpty)
                     {
+                        Interlocked.Increment(ref owner._writes);
                         var send = socket.SendAsync(remaining, SocketFlags.None);
                         int sent;
                         if (send.IsCompleted)
@@ -691,6 +765,7 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
         private int Receive(byte[] buffer, int at)
         {
             var read = socket.Receive(buffer, at, buffer.Length - at, SocketFlags.None);
+            Interlocked.Increment(ref owner._reads);
             return read > 0 ? read : throw new EndOfStreamException();
         }
 
