@@ -47,6 +47,8 @@ public sealed class LockstepMessaging : IExtension
         Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Handlers, Stats, Routes)), "lockstep-outbox");
         Poster = new ReliableSender(system, Outbox);
         Sender = Poster;
+        // Last: peers connect only once the outbox, the regions and the pinned host they deliver to exist.
+        Link?.Announce();
     }
 
     private readonly ActorSystem _system;

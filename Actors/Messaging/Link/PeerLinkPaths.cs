@@ -13,29 +13,30 @@ public sealed class PeerLinkPathIds<TKey>
     /// <summary>Ids handed out.</summary>
     public int Count => _ids.Count;
 
+    /// <summary>The id of <paramref name="key"/> if its definition was already written.</summary>
+    public bool TryGet(TKey key, out uint id) => _ids.TryGetValue(key, out id);
+
+    /// <summary>Whether another id can be handed out (else the connection has used up <see cref="PeerLinkWire.MaxIds"/>).</summary>
+    public bool HasRoom => _ids.Count < PeerLinkWire.MaxIds;
+
     /// <summary>
-    /// The id of <paramref name="key"/>; <paramref name="isNew"/> when it was just assigned (its definition must go on
-    /// the wire first). False when the connection has used up <see cref="PeerLinkWire.MaxIds"/>.
+    /// Hands out the next id to <paramref name="key"/>: call only once its definition is written (so a definition that
+    /// could not be written never leaves an id the receiver has not seen).
     /// </summary>
-    public bool TryGet(TKey key, out uint id, out bool isNew)
+    public uint Add(TKey key)
     {
-        if (_ids.TryGetValue(key, out id))
+        if (!HasRoom)
         {
-            isNew = false;
-            return true;
+            throw new InvalidOperationException("path table full");
         }
 
-        isNew = true;
-        if (_ids.Count >= PeerLinkWire.MaxIds)
-        {
-            id = 0;
-            return false;
-        }
-
-        id = (uint)_ids.Count + 1;
-        _ids[key] = id;
-        return true;
+        var id = (uint)_ids.Count + 1;
+        _ids.Add(key, id);
+        return id;
     }
+
+    /// <summary>The id <see cref="Add"/> will hand out next.</summary>
+    public uint NextId => (uint)_ids.Count + 1;
 }
 
 /// <summary>The receiver's side: what each defined id resolved to. A use of an undefined id, or a second definition, breaks the stream.</summary>

