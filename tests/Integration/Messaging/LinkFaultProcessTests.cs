@@ -1,6 +1,7 @@
 using System.Net.Http.Json;
 using System.Text.Json;
 using Lockstep.Actors.Messaging;
+using Lockstep.Actors.Messaging.Link;
 using Lockstep.Hosting.Messaging;
 using Lockstep.Integration.Tests.Cluster;
 using Xunit;
@@ -68,7 +69,7 @@ public sealed class LinkFaultProcessTests(ITestOutputHelper output) : IAsyncLife
         var faults = await flapper.RunAsync(faultTime, Environment.GetEnvironmentVariable("LOCKSTEP_NETNS_FAULTS") ?? "both");
         faultsOver.Cancel();
         var runs = (await Task.WhenAll(senders)).SelectMany(r => r).ToList();
-        output.WriteLine($"faults: {faults} on the remoting port");
+        output.WriteLine($"faults: {faults} on the remoting and link ports");
         output.WriteLine(_cluster.ResolverSummary());
 
         // Nobody was downed: the resolver never decided, three live processes, each sees three Up members.
@@ -93,6 +94,14 @@ public sealed class LinkFaultProcessTests(ITestOutputHelper output) : IAsyncLife
             resends += (await _http.GetFromJsonAsync<MessagingStatsView>(Url(i, "/v1/messaging/stats"), Json))!.Resends;
         }
 
+        // The layer's envelopes rode its own peer link (serve's default), whose port the faults reset as well.
+        var links = new List<PeerLinkStats>();
+        for (var i = 0; i < 3; i++)
+        {
+            links.Add((await _http.GetFromJsonAsync<PeerLinkStats>(Url(i, "/v1/messaging/link"), Json))!);
+            output.WriteLine($"node {i + 1} link: {links[^1]}");
+        }
+
         output.WriteLine($"{runs.Count} runs, {requests} requests in {runs.Sum(r => r.Seconds):F0} s of calls; ran on: {string.Join(", ", runs.SelectMany(r => r.RanOn).GroupBy(p => p.Key).Select(g => $"{g.Key} {g.Sum(p => p.Value)}"))}; {resends} re-sends");
         output.WriteLine($"ran exactly once:     {exactlyOnce}/{requests} (more than once {tallies.Sum(t => t.RanMoreThanOnce)}, never {tallies.Sum(t => t.NeverRan)}, unknown {tallies.Sum(t => t.Unknown)})");
         output.WriteLine($"callers with status:  {withStatus}/{requests} (wrong status {runs.Sum(r => r.WrongStatus)}, failed {runs.Sum(r => r.Failed)}: {string.Join("; ", runs.SelectMany(r => r.Errors).GroupBy(e => e.Key).Select(g => $"{g.Sum(e => e.Value)}x {g.Key}"))})");
@@ -105,6 +114,8 @@ public sealed class LinkFaultProcessTests(ITestOutputHelper output) : IAsyncLife
         Assert.Equal(0, order);
         Assert.Equal(0, tallies.Sum(t => t.Unknown));
         Assert.All(ledgers, l => Assert.All(l.Channels, c => Assert.Equal(0, c.Flagged)));
+        Assert.All(links, l => Assert.Equal(NamespaceCluster.LinkPort, l.Port));
+        Assert.True(links.Sum(l => l.SentOverLink) > links.Sum(l => l.SentOverAkka), $"the link carried less than Akka.Remote: {string.Join("; ", links)}");
     }
 
     /// <summary>Probe runs from <paramref name="node"/> until <paramref name="stop"/>; the run in progress finishes.</summary>

@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using Lockstep.Actors.Messaging;
+using Lockstep.Actors.Messaging.Link;
 using Lockstep.Hosting.Messaging;
 using Lockstep.Integration.Tests.Cluster;
 using Xunit;
@@ -47,10 +48,16 @@ public sealed class MessagingHttpTests
             Assert.Equal(0, stats.OutboxPending);
             Assert.True(stats.Completed >= 2000, $"outbox completed {stats.Completed}");
 
+            // One node: the link listens but has no peer to carry anything to.
+            var link = await http.GetFromJsonAsync<PeerLinkStats>("/v1/messaging/link", Json);
+            Assert.True(link!.Port > 0, $"link port {link.Port}");
+            Assert.Equal((0L, 0, 0), (link.SentOverLink, link.OutgoingConnections, link.IncomingConnections));
+
             var metrics = await http.GetStringAsync("/metrics");
             Assert.Contains("lockstep_messaging_node_holder_cap 64", metrics);
             Assert.Contains($"lockstep_messaging_node_holders{{kind=\"memory\"}} {ProbeLedger.EntityTypes.Count}", metrics);
             Assert.Contains("lockstep_messaging_node_outbox_completed ", metrics);
+            Assert.Contains("lockstep_messaging_link_connections{direction=\"out\"} 0", metrics);
 
             // The CLI drives the same route and combines the ledgers.
             var address = $"127.0.0.1:{ports[1]}";
@@ -81,6 +88,16 @@ public sealed class MessagingHttpTests
         var outcome = await ChildProcess.RunAsync(Repo.Lockstep, ["serve", "--port", "0", "--http-port", "0", "--nbd-port", "0", "--holder-cap", "1"], TimeSpan.FromSeconds(60));
         Assert.Equal(2, outcome.ExitCode);
         Assert.Equal("lockstep: Messaging:HolderCap must be at least 2 (--holder-cap), not 1", outcome.StderrLines.Last());
+    }
+
+    [Fact]
+    public async Task A_bad_link_setting_stops_serve_before_start_with_one_line()
+    {
+        var outcome = await ChildProcess.RunAsync(
+            Repo.Lockstep, ["serve", "--port", "0", "--http-port", "0", "--nbd-port", "0"], TimeSpan.FromSeconds(60),
+            new Dictionary<string, string> { ["Lockstep__Messaging__Link"] = "udp" });
+        Assert.Equal(2, outcome.ExitCode);
+        Assert.Equal("lockstep: Messaging:Link must be tcp or akka, not 'udp'", outcome.StderrLines.Last());
     }
 
     [Fact]
