@@ -259,6 +259,10 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
 
     internal long SelfUid => _selfUid;
 
+    /// <summary>The incarnation a live link to <paramref name="address"/> reaches, or null when none is up (tests).</summary>
+    internal long? LinkedUid(Address address) =>
+        _peers.TryGetValue(address, out var peer) && peer.Link is { IsDead: false } link ? link.PeerUid : null;
+
     public void Dispose()
     {
         if (_stopping.IsCancellationRequested)

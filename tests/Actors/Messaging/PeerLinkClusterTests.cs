@@ -102,6 +102,66 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
     }
 
     [Fact]
+    public async Task A_member_restarted_at_the_same_address_is_linked_again_under_its_new_incarnation()
+    {
+        var options = new MessagingOptions { PeerLink = new PeerLinkOptions() };
+        var layers = await StartAsync(options);
+        var address = Cluster.Get(_nodes[2]).SelfAddress;
+        var oldUid = Cluster.Get(_nodes[2]).SelfUniqueAddress.Uid;
+        await DeliverOverLinkAsync(_nodes[0], layers[0].Link!, _nodes[2], oldUid);
+
+        // The member dies and is downed; a new incarnation binds the same address and joins.
+        await _nodes[2].Terminate();
+        Cluster.Get(_nodes[0]).Down(address);
+        await Polling.UntilAsync(() => _nodes.Take(2).All(n => Cluster.Get(n).State.Members.Count == 2), TimeSpan.FromSeconds(30), "the dead member to be removed");
+        await Polling.UntilAsync(() => layers[0].Link!.LinkedUid(address) is null, TimeSpan.FromSeconds(30), "the link to the dead incarnation to close");
+        var reborn = ActorSystem.Create("linktest", ConfigurationFactory.ParseString($"akka.remote.dot-netty.tcp.port = {address.Port}")
+            .WithFallback(LockMessagingFaultTests.NodeConfig()));
+        _nodes[2] = reborn;
+        await Cluster.Get(reborn).JoinAsync(Cluster.Get(_nodes[0]).SelfAddress).WaitAsync(TimeSpan.FromSeconds(30));
+        await Polling.UntilAsync(() => Cluster.Get(_nodes[0]).State.Members.Count(m => m.Status == MemberStatus.Up) == 3, TimeSpan.FromSeconds(30), "the new incarnation to be Up");
+        LockstepMessaging.Start(reborn, options);
+        var newUid = Cluster.Get(reborn).SelfUniqueAddress.Uid;
+        Assert.NotEqual(oldUid, newUid);
+
+        await DeliverOverLinkAsync(_nodes[0], layers[0].Link!, reborn, newUid);
+    }
+
+    /// <summary>
+    /// Sends envelopes over <paramref name="from"/>'s link to an actor on <paramref name="to"/> until one arrives while a link to
+    /// incarnation <paramref name="uid"/> is up (the first ones go over Akka.Remote while the link connects).
+    /// </summary>
+    private static async Task DeliverOverLinkAsync(ActorSystem fromSystem, PeerLinkTransport from, ActorSystem to, long uid)
+    {
+        var arrived = new System.Collections.Concurrent.ConcurrentQueue<object>();
+        var name = $"link-probe-{Guid.NewGuid():N}";
+        to.ActorOf(Props.Create(() => new Collector(arrived)), name);
+        var address = Cluster.Get(to).SelfAddress;
+        var target = await fromSystem.ActorSelection(new RootActorPath(address) / "user" / name).ResolveOne(TimeSpan.FromSeconds(10));
+        var sender = fromSystem.ActorOf(Props.Create(() => new Collector(new System.Collections.Concurrent.ConcurrentQueue<object>())));
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            var linked = from.LinkedUid(address) == uid;
+            var before = arrived.Count;
+            from.Send(target, new Contracts.Messaging.HolderDropConfirmed("link-probe", clock.ElapsedTicks, Guid.NewGuid()), sender);
+            await Polling.UntilAsync(() => arrived.Count > before, TimeSpan.FromSeconds(10), "the envelope to arrive");
+            if (linked)
+            {
+                return;
+            }
+
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"no link to uid {uid} within 30 s (linked to {from.LinkedUid(address)})");
+            await Task.Delay(50);
+        }
+    }
+
+    private sealed class Collector : ReceiveActor
+    {
+        public Collector(System.Collections.Concurrent.ConcurrentQueue<object> arrived) => ReceiveAny(arrived.Enqueue);
+    }
+
+    [Fact]
     public async Task Counter_torture_counts_every_increment_while_link_connections_are_torn_down_over_and_over()
     {
         var iterations = int.TryParse(Environment.GetEnvironmentVariable("LOCKSTEP_LINK_TORTURE_ITERATIONS"), out var n) ? n : 1500;
