@@ -10,9 +10,6 @@ public sealed class PeerLinkPathIds<TKey>
 {
     private readonly Dictionary<TKey, uint> _ids = new();
 
-    /// <summary>Ids handed out.</summary>
-    public int Count => _ids.Count;
-
     /// <summary>The id of <paramref name="key"/> if its definition was already written.</summary>
     public bool TryGet(TKey key, out uint id) => _ids.TryGetValue(key, out id);
 

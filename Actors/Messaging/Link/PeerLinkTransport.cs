@@ -585,7 +585,7 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
 
         public long StalledSince => Volatile.Read(ref _stalledSince);
 
-        public bool TryWrite(IActorRef to, IActorRef? sender, int serializerId, string manifest, byte[] payload)
+        public bool TryWrite(IActorRef to, IActorRef sender, int serializerId, string manifest, byte[] payload)
         {
             lock (_gate)
             {
@@ -600,7 +600,7 @@ public sealed class PeerLinkTransport : IMessagingTransport, IDisposable
                 }
 
                 uint senderId = 0;
-                if (sender is not null && !sender.IsNobody() && !Id(sender, out senderId))
+                if (!sender.IsNobody() && !Id(sender, out senderId))
                 {
                     return false;
                 }

@@ -59,11 +59,17 @@ public static class PeerLinkWire
     public static bool PathFits(string path) => Encoding.UTF8.GetByteCount(path) <= MaxPath;
 
     /// <summary>Whether a message with this manifest and payload fits one frame.</summary>
-    public static bool MessageFits(string manifest, int payloadLength) =>
-        Encoding.UTF8.GetByteCount(manifest) <= byte.MaxValue && MessageFrameLength(manifest, payloadLength) - 4 <= MaxFrame;
+    public static bool MessageFits(string manifest, int payloadLength)
+    {
+        var manifestBytes = Encoding.UTF8.GetByteCount(manifest);
+        return manifestBytes <= byte.MaxValue && MessageHeaderBytes + manifestBytes + payloadLength <= MaxFrame;
+    }
 
     private const byte DefineKind = 1;
     private const byte MessageKind = 2;
+
+    /// <summary>A message frame's body before its manifest: kind, recipient id, sender id, serializer id, manifest length.</summary>
+    private const int MessageHeaderBytes = 1 + 4 + 4 + 4 + 1;
 
     /// <summary>Appends the client's opening bytes.</summary>
     public static void WriteHello(LinkBuffer to, PeerLinkHello hello)
@@ -156,7 +162,7 @@ public static class PeerLinkWire
             throw new ArgumentException("manifest longer than 255 bytes", nameof(manifest));
         }
 
-        var length = 1 + 4 + 4 + 4 + 1 + manifestBytes + payload.Length;
+        var length = MessageHeaderBytes + manifestBytes + payload.Length;
         if (length > MaxFrame)
         {
             throw new ArgumentException($"message of {payload.Length} bytes is over the link's frame limit", nameof(payload));
@@ -173,7 +179,7 @@ public static class PeerLinkWire
     }
 
     /// <summary>Bytes a message frame takes on the wire (to keep it under <see cref="MaxFrame"/> before writing).</summary>
-    public static int MessageFrameLength(string manifest, int payloadLength) => 4 + 1 + 4 + 4 + 4 + 1 + Encoding.UTF8.GetByteCount(manifest) + payloadLength;
+    public static int MessageFrameLength(string manifest, int payloadLength) => 4 + MessageHeaderBytes + Encoding.UTF8.GetByteCount(manifest) + payloadLength;
 
     /// <summary>
     /// Reads one complete frame from the start of <paramref name="data"/>: false (nothing consumed) if more bytes are
@@ -228,7 +234,7 @@ public static class PeerLinkWire
 
     private static PeerLinkMessage ReadMessage(ReadOnlySpan<byte> body)
     {
-        if (body.Length < 14)
+        if (body.Length < MessageHeaderBytes)
         {
             throw new PeerLinkProtocolException($"message frame of {body.Length} bytes is shorter than its header");
         }
@@ -236,14 +242,14 @@ public static class PeerLinkWire
         var recipient = BinaryPrimitives.ReadUInt32LittleEndian(body[1..]);
         var sender = BinaryPrimitives.ReadUInt32LittleEndian(body[5..]);
         var serializer = BinaryPrimitives.ReadInt32LittleEndian(body[9..]);
-        var manifestLength = body[13];
-        if (body.Length < 14 + manifestLength)
+        var manifestLength = body[MessageHeaderBytes - 1];
+        if (body.Length < MessageHeaderBytes + manifestLength)
         {
             throw new PeerLinkProtocolException("message frame ends inside its manifest");
         }
 
-        var manifest = Utf8(body.Slice(14, manifestLength));
-        return new PeerLinkMessage(recipient, sender, serializer, manifest, body[(14 + manifestLength)..].ToArray());
+        var manifest = Utf8(body.Slice(MessageHeaderBytes, manifestLength));
+        return new PeerLinkMessage(recipient, sender, serializer, manifest, body[(MessageHeaderBytes + manifestLength)..].ToArray());
     }
 
     private static string Utf8(ReadOnlySpan<byte> bytes)

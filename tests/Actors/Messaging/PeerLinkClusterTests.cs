@@ -82,12 +82,13 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
         PeerLinkWire.WriteHello(stale, new PeerLinkHello(self.Address.ToString(), self.Uid, them.Address.ToString(), them.Uid + 1));
         var answer = await SendRawAndReadAllAsync(target.Port, stale.Written.ToArray());
         Assert.Equal(PeerLinkWire.Refused, answer[0]);
-        Assert.Contains("this is", System.Text.Encoding.UTF8.GetString(answer, 3, answer.Length - 3));
+        Assert.Contains("this is", RefusalReason(answer));
 
         var stranger = new LinkBuffer();
         PeerLinkWire.WriteHello(stranger, new PeerLinkHello("akka.tcp://lockstep@10.9.9.9:1", 5, them.Address.ToString(), them.Uid));
         answer = await SendRawAndReadAllAsync(target.Port, stranger.Written.ToArray());
-        Assert.Contains("not a member", System.Text.Encoding.UTF8.GetString(answer, 3, answer.Length - 3));
+        Assert.Equal(PeerLinkWire.Refused, answer[0]);
+        Assert.Contains("not a member", RefusalReason(answer));
 
         // A client that starts a hello and never finishes it is closed once the hello deadline (2 s) passes.
         var dripping = Stopwatch.StartNew();
@@ -245,6 +246,14 @@ public sealed class PeerLinkClusterTests(ITestOutputHelper output) : IAsyncLifet
             Assert.Equal(value * 2L, status.Value);
         });
         await Task.WhenAll(calls);
+    }
+
+    /// <summary>The reason in a server's refusal (its answer byte, then the reason in the wire's short-string form).</summary>
+    private static string RefusalReason(byte[] answer)
+    {
+        var at = 1;
+        Assert.True(PeerLinkWire.TryReadShortString(answer, ref at, out var reason), "the refusal ends before its reason");
+        return reason!;
     }
 
     /// <summary>Sends <paramref name="bytes"/> to the link port and returns how many bytes came back before the server closed.</summary>
