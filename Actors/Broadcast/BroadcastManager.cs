@@ -1,0 +1,169 @@
+using System.Diagnostics;
+using Akka.Actor;
+using Akka.Cluster;
+using Lockstep.Actors.Locking;
+using Lockstep.Contracts.Broadcast;
+
+namespace Lockstep.Actors.Broadcast;
+
+/// <summary>What <see cref="BroadcastManager.PingAsync"/> measured: the round trip and each node's handler time.</summary>
+public sealed record BroadcastPingResult(string Stream, long Seq, double CompletionMs, IReadOnlyList<PingTime> Nodes, IReadOnlyList<string> Missing);
+
+/// <summary>
+/// The ordered broadcast of one node: sends messages that every live node processes in one order per stream, and
+/// delivers the cluster's messages to this node's subscribers.
+/// <code>
+/// var broadcast = BroadcastManager.Start(system, locks, new BroadcastOptions());
+/// using var _ = broadcast.Subscribe(async (m, ct) =>
+/// {
+///     if (m.Message is MetadataUpdatedMessage u) await volumes.ReloadAsync(u.Volume, u.Generation, ct);
+/// });
+/// await broadcast.JoinAsync("vol/vm1");                                   // receive this stream's rounds
+/// await broadcast.BroadcastAsync("vol/vm1", new MetadataUpdatedMessage("vm1", 7));   // returns once every node processed it
+/// </code>
+/// </summary>
+public sealed class BroadcastManager
+{
+    /// <summary>Name of the node actor under <c>/user</c>; other nodes address it.</summary>
+    public const string ActorName = "lockstep-broadcast";
+
+    private readonly ActorSystem _system;
+    private readonly IActorRef _node;
+    private readonly string _nodeId;
+    private readonly int _maxMessageBytes;
+
+    private BroadcastManager(ActorSystem system, IActorRef node, string nodeId, BroadcastOptions options, BroadcastDelivery delivery)
+    {
+        _system = system;
+        _node = node;
+        _nodeId = nodeId;
+        Options = options;
+        Delivery = delivery;
+        _maxMessageBytes = options.LvbLength - BroadcastWire.RoundLength(nodeId, []);
+    }
+
+    public BroadcastOptions Options { get; }
+
+    /// <summary>This node's subscribers, order log and ping records.</summary>
+    public BroadcastDelivery Delivery { get; }
+
+    public string NodeId => _nodeId;
+
+    /// <summary>Starts the broadcast on a node whose DLM is <paramref name="locks"/>; joins <see cref="BroadcastOptions.Streams"/> and <c>global</c>.</summary>
+    public static BroadcastManager Start(ActorSystem system, ILockManager locks, BroadcastOptions options)
+    {
+        options.Validate();
+        var delivery = new BroadcastDelivery(locks.NodeId, options.HandlerTimeout, options.OrderLog);
+        var node = system.ActorOf(BroadcastNodeActor.Props(locks, options, delivery), ActorName);
+        return new BroadcastManager(system, node, locks.NodeId, options, delivery);
+    }
+
+    /// <summary>Delivers every message this node processes to <paramref name="handler"/>; see <see cref="BroadcastDelivery.Subscribe"/>.</summary>
+    public IDisposable Subscribe(Func<DeliveredMessage, CancellationToken, Task> handler) => Delivery.Subscribe(handler);
+
+    /// <summary>
+    /// Sends <paramref name="message"/> on <paramref name="stream"/> (joining it first if needed) and returns the
+    /// round's sequence once every live node that joined the stream processed it.
+    /// </summary>
+    /// <exception cref="ArgumentException">Bad stream name, or a message too large for one round.</exception>
+    /// <exception cref="BroadcastException">Not every node could be reached in time (see <see cref="BroadcastException.Unknown"/>).</exception>
+    public async Task<long> BroadcastAsync(string stream, ClusterMessage message, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (BroadcastOptions.StreamError(stream) is { } error)
+        {
+            throw new ArgumentException(error, nameof(stream));
+        }
+
+        var bytes = BroadcastWire.EncodedLength(message);
+        if (bytes > _maxMessageBytes)
+        {
+            throw new ArgumentException($"a {message.Type} message of {bytes} bytes does not fit one round ({_maxMessageBytes} bytes at most)", nameof(message));
+        }
+
+        var done = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _node.Tell(new ToStream(stream, new SubmitBroadcast(message, bytes, done)));
+        return await done.Task.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>Joins <paramref name="stream"/> on this node: from now on its rounds are delivered here.</summary>
+    public async Task JoinAsync(string stream, CancellationToken cancellationToken = default)
+    {
+        if (BroadcastOptions.StreamError(stream) is { } error)
+        {
+            throw new ArgumentException(error, nameof(stream));
+        }
+
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _node.Tell(new ToStream(stream, new JoinStream(done)));
+        await done.Task.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>Asks every Up member to join <paramref name="streams"/>; one answer per member (a member that did not answer in time has an error).</summary>
+    public async Task<IReadOnlyList<StreamsJoined>> JoinEverywhereAsync(IReadOnlyList<string> streams, TimeSpan timeout)
+    {
+        var answers = await Task.WhenAll(UpMembers().Select(async address =>
+        {
+            try
+            {
+                return await Node(address).Ask<StreamsJoined>(new JoinStreams(streams), timeout);
+            }
+            catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+            {
+                return new StreamsJoined(address.ToString(), streams, $"no answer within {timeout.TotalSeconds:0.#} s");
+            }
+        }));
+        return answers;
+    }
+
+    /// <summary>This node's statistics.</summary>
+    public Task<BroadcastNodeStats> StatsAsync(TimeSpan timeout) => _node.Ask<BroadcastNodeStats>(GetBroadcastStats.Instance, timeout);
+
+    /// <summary>Every Up member's statistics; members that did not answer are listed by address.</summary>
+    public async Task<(IReadOnlyList<BroadcastNodeStats> Nodes, IReadOnlyList<string> Missing)> ClusterStatsAsync(TimeSpan timeout)
+    {
+        var answers = await Task.WhenAll(UpMembers().Select(async address =>
+        {
+            try
+            {
+                return (address, (BroadcastNodeStats?)await Node(address).Ask<BroadcastNodeStats>(GetBroadcastStats.Instance, timeout));
+            }
+            catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+            {
+                return (address, null);
+            }
+        }));
+        return (answers.Where(a => a.Item2 is not null).Select(a => a.Item2!).ToList(), answers.Where(a => a.Item2 is null).Select(a => a.address.ToString()).ToList());
+    }
+
+    /// <summary>
+    /// Sends a no-op on <paramref name="stream"/> and asks every member how long its handlers took to process it —
+    /// the operator's check that the broadcast path works end to end.
+    /// </summary>
+    public async Task<BroadcastPingResult> PingAsync(string stream, TimeSpan timeout)
+    {
+        var tag = Random.Shared.NextInt64(1, long.MaxValue);
+        var started = Stopwatch.GetTimestamp();
+        using var cancel = new CancellationTokenSource(timeout);
+        var seq = await BroadcastAsync(stream, new NoopMessage(_nodeId, tag), cancel.Token);
+        var completion = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        var answers = await Task.WhenAll(UpMembers().Select(async address =>
+        {
+            try
+            {
+                return (address, (PingTime?)await Node(address).Ask<PingTime>(new GetPingTime(_nodeId, tag), timeout));
+            }
+            catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+            {
+                return (address, null);
+            }
+        }));
+        return new BroadcastPingResult(stream, seq, completion, answers.Where(a => a.Item2 is not null).Select(a => a.Item2!).OrderBy(p => p.NodeId, StringComparer.Ordinal).ToList(),
+            answers.Where(a => a.Item2 is null).Select(a => a.address.ToString()).ToList());
+    }
+
+    private List<Address> UpMembers() =>
+        Cluster.Get(_system).State.Members.Where(m => m.Status is MemberStatus.Up or MemberStatus.WeaklyUp).Select(m => m.Address).ToList();
+
+    private ActorSelection Node(Address address) => _system.ActorSelection(new RootActorPath(address) / "user" / ActorName);
+}
