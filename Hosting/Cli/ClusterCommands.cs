@@ -90,7 +90,41 @@ public static class ClusterCommands
             }
         }));
 
+        var broadcastStats = new Command("broadcast-stats", "Ordered broadcast per node and stream: rounds, messages by type, in flight, completion p50/p99.");
+        broadcastStats.SetAction((parse, ct) => RunAsync(parse, node, async (client, output) =>
+        {
+            var answer = await client.BroadcastAsync(ct);
+            if (parse.GetValue(json))
+            {
+                output.WriteRawJson(answer.Json);
+            }
+            else
+            {
+                output.Console.Write(ClusterRendering.BroadcastTable(answer.Value));
+                answer.Value.Missing.ToList().ForEach(m => output.Console.WriteLine($"{m} did not answer"));
+            }
+        }));
+
+        var pingStream = new Option<string>("--stream") { Description = "Stream to ping (every node joins 'global').", DefaultValueFactory = _ => "global" };
+        var broadcastPing = new Command("broadcast-ping", "Send a no-op through the ordered broadcast and print how long each node took to process it.") { pingStream };
+        broadcastPing.SetAction((parse, ct) => RunAsync(parse, node, async (client, output) =>
+        {
+            var answer = await client.BroadcastPingAsync(parse.GetValue(pingStream)!, ct);
+            if (parse.GetValue(json))
+            {
+                output.WriteRawJson(answer.Json);
+            }
+            else
+            {
+                output.Console.Write(ClusterRendering.PingTable(answer.Value));
+                output.Console.WriteLine($"round {answer.Value.Seq} on '{answer.Value.Stream}' processed everywhere in {answer.Value.CompletionMs:0.0} ms");
+                answer.Value.Missing.ToList().ForEach(m => output.Console.WriteLine($"{m} did not answer"));
+            }
+        }));
+
         group.Subcommands.Add(show);
+        group.Subcommands.Add(broadcastStats);
+        group.Subcommands.Add(broadcastPing);
         group.Subcommands.Add(leave);
         group.Subcommands.Add(down);
         group.Subcommands.Add(downUnreachable);

@@ -6,6 +6,39 @@ namespace Lockstep.Hosting.Cli;
 /// <summary>Pure rendering of management answers as Spectre.Console tables and summary lines.</summary>
 public static class ClusterRendering
 {
+    /// <summary>The table of <c>lockstep cluster broadcast-stats</c>: one row per node and stream.</summary>
+    public static Table BroadcastTable(Broadcast.BroadcastView view)
+    {
+        var table = new Table().Border(TableBorder.Rounded)
+            .AddColumn("Node").AddColumn("Stream").AddColumn("Joined").AddColumn("Phase").AddColumn(new TableColumn("Seq").RightAligned())
+            .AddColumn(new TableColumn("Published").RightAligned()).AddColumn(new TableColumn("Healed").RightAligned()).AddColumn(new TableColumn("Delivered").RightAligned())
+            .AddColumn(new TableColumn("Gaps").RightAligned()).AddColumn(new TableColumn("In flight").RightAligned()).AddColumn("Sent by type").AddColumn(new TableColumn("p50 / p99 ms").RightAligned());
+        foreach (var node in view.Nodes)
+        {
+            foreach (var s in node.Streams)
+            {
+                table.AddRow(node.NodeId, s.Stream, s.Joined ? "yes" : "no", s.Phase, s.LastSeq.ToString(), s.RoundsSent.ToString(), s.RoundsHealed.ToString(),
+                    s.RoundsDelivered.ToString(), s.Gaps.ToString(), s.InFlight.ToString(),
+                    Markup.Escape(string.Join(" ", s.SentByType.OrderBy(t => t.Key, StringComparer.Ordinal).Select(t => $"{t.Key}={t.Value}"))),
+                    $"{s.CompletionP50Ms:0.0} / {s.CompletionP99Ms:0.0}");
+            }
+        }
+
+        return table;
+    }
+
+    /// <summary>The table of <c>lockstep cluster broadcast-ping</c>: how long each node's handlers took.</summary>
+    public static Table PingTable(Actors.Broadcast.BroadcastPingResult ping)
+    {
+        var table = new Table().Border(TableBorder.Rounded).AddColumn("Node").AddColumn("Processed").AddColumn(new TableColumn("Round").RightAligned()).AddColumn(new TableColumn("Handlers µs").RightAligned());
+        foreach (var node in ping.Nodes)
+        {
+            table.AddRow(node.NodeId, node.Found ? "yes" : "NO", node.Seq.ToString(), node.HandlerMicros.ToString("0.0"));
+        }
+
+        return table;
+    }
+
     /// <summary>The member table of <c>lockstep cluster show</c>.</summary>
     public static Table MembersTable(ClusterMembers cluster)
     {

@@ -73,6 +73,14 @@ public sealed class ManagementClient : IDisposable
     public Task<ApiAnswer<ShardDetails>> ShardsAsync(string region, CancellationToken cancellation) =>
         SendAsync<ShardDetails>(HttpMethod.Get, $"cluster/shards/{Uri.EscapeDataString(region)}", null, cancellation);
 
+    /// <summary><c>GET /v1/broadcast</c>.</summary>
+    public Task<ApiAnswer<Broadcast.BroadcastView>> BroadcastAsync(CancellationToken cancellation) =>
+        SendAsync<Broadcast.BroadcastView>(HttpMethod.Get, "v1/broadcast", null, cancellation);
+
+    /// <summary><c>POST /v1/broadcast/ping?stream=…</c>.</summary>
+    public Task<ApiAnswer<Actors.Broadcast.BroadcastPingResult>> BroadcastPingAsync(string stream, CancellationToken cancellation) =>
+        SendAsync<Actors.Broadcast.BroadcastPingResult>(HttpMethod.Post, $"v1/broadcast/ping?stream={Uri.EscapeDataString(stream)}", null, cancellation);
+
     /// <summary>The path of a member route; the address is one percent-encoded segment.</summary>
     public static string MemberPath(string address) => $"cluster/members/{Uri.EscapeDataString(address.Trim())}";
 

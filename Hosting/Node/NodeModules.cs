@@ -1,4 +1,5 @@
 using Akka.Hosting;
+using Lockstep.Hosting.Broadcast;
 using Lockstep.Hosting.Cli;
 using Lockstep.Hosting.Locking;
 using Lockstep.Hosting.Management;
@@ -22,6 +23,7 @@ internal static class NodeModules
         // configured (LockManager.Start would otherwise start it with default settings).
         akka.WithLockstepMessaging(options, services);
         akka.WithLockstepLocking(services);
+        akka.WithLockstepBroadcast(services);
     }
 
     public static void ConfigureServices(IServiceCollection services, LockstepOptions options)
@@ -29,6 +31,7 @@ internal static class NodeModules
         services.AddLockstepVolumes(options);
         services.AddLockstepLocking(options);
         services.AddLockstepMessaging();
+        services.AddLockstepBroadcast();
         services.AddLockstepNbd(nbd => (nbd.Host, nbd.Port) = (options.Nbd.Host, options.Nbd.Port));
     }
 
@@ -38,5 +41,6 @@ internal static class NodeModules
         app.MapLockstepVolumes(options);
         app.MapLockstepLocking();
         app.MapLockstepMessaging();
+        app.MapLockstepBroadcast();
     }
 }

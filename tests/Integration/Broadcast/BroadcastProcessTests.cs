@@ -1,0 +1,165 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Lockstep.Integration.Tests.Cluster;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Lockstep.Integration.Tests.Broadcast;
+
+/// <summary>
+/// The ordered broadcast across three real <c>lockstep serve</c> processes: every node loads four streams at once
+/// while one node is SIGKILLed mid-run (a sender and a receiver of rounds in flight). Each node writes its order log
+/// (<c>Lockstep:Broadcast:OrderLog</c>); afterwards the two survivors' logs must be identical per stream, hold every
+/// message their callers sent exactly once, and the dead node's log must be a prefix of theirs.
+/// </summary>
+[Collection(RealProcessesCollection.Name)]
+public sealed class BroadcastProcessTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private const int PerNode = 3000;
+    private static readonly string[] Streams = ["s0", "s1", "s2", "s3"];
+    private readonly List<string> _data = [];
+    private readonly ChildProcess?[] _nodes = new ChildProcess?[3];
+    private readonly int[] _http = new int[3];
+
+    private string Log(int node) => Path.Combine(_data[node], "order.log");
+
+    public async Task InitializeAsync()
+    {
+        try
+        {
+            var remoting = FreePorts.Take(3);
+            for (var i = 0; i < 3; i++)
+            {
+                _http[i] = FreePorts.Take(1)[0];
+                var data = Directory.CreateTempSubdirectory("lockstep-broadcast-").FullName;
+                _data.Add(data);
+                _nodes[i] = ChildProcess.Start(
+                    Repo.Lockstep,
+                    [
+                        "serve", "--port", $"{remoting[i]}", "--http-port", $"{_http[i]}", "--nbd-port", $"{FreePorts.Take(1)[0]}",
+                        "--node-id", $"b{i + 1}", "--data", data, "--seed", $"127.0.0.1:{remoting[0]}",
+                    ],
+                    environment: new Dictionary<string, string> { ["Lockstep__Broadcast__OrderLog"] = Log(i) });
+            }
+
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
+            await Eventually.UntilAsync("all three nodes to list three Up members", TimeSpan.FromSeconds(120), async () =>
+            {
+                try
+                {
+                    var counts = await Task.WhenAll(_http.Select(async port =>
+                        (await http.GetStringAsync($"http://127.0.0.1:{port}/cluster/members")).Split("\"status\":\"Up\"").Length - 1));
+                    return (counts.All(c => c == 3), string.Join(",", counts));
+                }
+                catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+                {
+                    return (false, ex.Message);
+                }
+            });
+        }
+        catch
+        {
+            await DisposeAsync();
+            throw;
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var node in _nodes.Where(n => n is not null))
+        {
+            await node!.DisposeAsync();
+        }
+
+        foreach (var dir in _data)
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Survivors_agree_on_every_stream_after_a_node_is_killed_mid_broadcast()
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(240) };
+        var join = await http.PostAsync($"http://127.0.0.1:{_http[0]}/v1/broadcast/streams?{string.Join('&', Streams.Select(s => "name=" + s))}", null);
+        Assert.True(join.IsSuccessStatusCode, await join.Content.ReadAsStringAsync());
+
+        var clock = Stopwatch.StartNew();
+        var loads = _http.Select(port => http.PostAsync($"http://127.0.0.1:{port}/v1/broadcast/load?messages={PerNode}&streams={string.Join(',', Streams)}&concurrency=32&timeoutSeconds=120", null)).ToArray();
+        await Eventually.UntilAsync("node 3 to have delivered some rounds", TimeSpan.FromSeconds(60), async () =>
+        {
+            await Task.Yield();
+            var lines = File.Exists(Log(2)) ? File.ReadLines(Log(2)).Count() : 0;
+            return (lines > PerNode / 2, $"{lines} lines");
+        });
+        Assert.Equal(0, Signal.Kill(_nodes[2]!.Id, 9));
+        output.WriteLine($"node 3 SIGKILLed {clock.ElapsedMilliseconds} ms into the load");
+
+        var unknown = new HashSet<int>[2];
+        for (var i = 0; i < 2; i++)
+        {
+            var answer = await loads[i];
+            var body = await answer.Content.ReadAsStringAsync();
+            output.WriteLine($"node {i + 1} load ended at {clock.ElapsedMilliseconds} ms: {body}");
+            Assert.True(answer.IsSuccessStatusCode, body);
+            using var result = JsonDocument.Parse(body);
+            // A call may fail with an error when its node loses its locks during the remaster (its message is then
+            // "unknown": delivered everywhere or nowhere); none may hang, and the failures must stay few.
+            var failed = result.RootElement.GetProperty("failed").GetInt32();
+            Assert.Equal(PerNode, result.RootElement.GetProperty("sent").GetInt32() + failed);
+            Assert.True(failed <= 100, $"{failed} calls failed");
+            unknown[i] = result.RootElement.GetProperty("failedTags").EnumerateArray().Select(t => t.GetInt32()).ToHashSet();
+        }
+
+        // A round node 3 left half-delivered is published again by the next token holder after the removal (the
+        // survivors heal on MemberRemoved); wait until both logs stop changing, bounded.
+        // One order per stream is promised, not across streams: logs are compared stream by stream.
+        string[][] survivors = [ReadLog(0), ReadLog(1)];
+        var settle = Stopwatch.StartNew();
+        while (!survivors[0].SequenceEqual(survivors[1]) && settle.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(500);
+            survivors = [ReadLog(0), ReadLog(1)];
+        }
+
+        if (!survivors[0].SequenceEqual(survivors[1]))
+        {
+            var first = Enumerable.Range(0, Math.Min(survivors[0].Length, survivors[1].Length)).FirstOrDefault(i => survivors[0][i] != survivors[1][i], Math.Min(survivors[0].Length, survivors[1].Length));
+            output.WriteLine($"logs differ at line {first} ({survivors[0].Length} vs {survivors[1].Length} lines)");
+            foreach (var n in new[] { 0, 1 })
+            {
+                output.WriteLine($"--- node {n + 1}");
+                survivors[n].Skip(Math.Max(0, first - 3)).Take(8).ToList().ForEach(output.WriteLine);
+            }
+        }
+
+        Assert.Equal(survivors[0], survivors[1]);
+
+        var dead = ReadLog(2);
+        foreach (var stream in Streams)
+        {
+            var one = survivors[0].Where(l => l.StartsWith(stream + " ", StringComparison.Ordinal)).ToArray();
+            var three = dead.Where(l => l.StartsWith(stream + " ", StringComparison.Ordinal)).ToArray();
+            Assert.Equal(one.Length, one.Distinct().Count());
+            Assert.Equal(one.Length, one.Select(Message).Distinct().Count());
+            Assert.Equal(three, one.Take(three.Length));
+            output.WriteLine($"{stream}: survivors {one.Length} messages in {one.Select(l => l.Split(' ')[1]).Distinct().Count()} rounds; node 3 had {three.Length}");
+        }
+
+        var delivered = survivors[0].Select(Message).ToHashSet();
+        for (var node = 1; node <= 2; node++)
+        {
+            var missing = Enumerable.Range(0, PerNode).Count(tag => !unknown[node - 1].Contains(tag) && !delivered.Contains($"Noop b{node} {tag}"));
+            Assert.Equal(0, missing);
+        }
+    }
+
+    /// <summary>A log line without its round and position: "Noop origin tag".</summary>
+    private static string Message(string line) => string.Join(' ', line.Split(' ').Skip(4));
+
+    /// <summary>A node's order log with the streams one after another (each in its delivery order).</summary>
+    private string[] ReadLog(int node) =>
+        File.Exists(Log(node))
+            ? File.ReadAllLines(Log(node)).Where(l => l.Length > 0 && !l.StartsWith("global ", StringComparison.Ordinal)).OrderBy(l => l.Split(' ')[0], StringComparer.Ordinal).ToArray()
+            : [];
+}
