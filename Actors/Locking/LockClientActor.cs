@@ -131,7 +131,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             if (handle.HasGrant)
             {
                 var flags = handle.Persistent ? LockFlags.Persistent : LockFlags.None;
-                _reasserting[handle.LockId] = new ReassertLock(handle.EntityId, handle.LockId, handle.Owner, handle.Mode, flags, handle.LvbLength, handle.LvbCopy.ToArray(), handle.LvbSeq);
+                _reasserting[handle.LockId] = Reassertion(handle, flags);
             }
             else if (handle.PendingOperation is LockRequest request)
             {
@@ -141,13 +141,17 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
 
         foreach (var orphan in _orphans.Values)
         {
-            var flags = LockFlags.Persistent | LockFlags.Orphan;
-            _reasserting[orphan.LockId] = new ReassertLock(orphan.EntityId, orphan.LockId, orphan.Owner, orphan.Mode, flags, orphan.LvbLength, orphan.LvbCopy.ToArray(), orphan.LvbSeq);
+            _reasserting[orphan.LockId] = Reassertion(orphan, LockFlags.Persistent | LockFlags.Orphan);
         }
 
         _reassertCount = _reasserting.Count;
         ResendReasserts();
     }
+
+    /// <summary>A held lock as it is re-asserted: with VALBLK when it holds a copy of the LVB, which a rebuilt resource may take back.</summary>
+    private static ReassertLock Reassertion(LockHandle handle, LockFlags flags) =>
+        new(handle.EntityId, handle.LockId, handle.Owner, handle.Mode, flags | (handle.ValBlk ? LockFlags.ValBlk : LockFlags.None),
+            handle.LvbLength, handle.ValBlk ? handle.LvbCopy.ToArray() : null, handle.LvbSeq);
 
     /// <summary>
     /// A session ended with PERSISTENT locks: the resources turn them into orphans (one purge per resource

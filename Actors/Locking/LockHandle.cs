@@ -84,6 +84,12 @@ internal sealed class LockHandle : ILockHandle
     /// <summary>The LVB copy this holder re-asserts after a recovery.</summary>
     internal byte[] LvbCopy => _lvb;
 
+    /// <summary>
+    /// The last granted request or conversion asked VALBLK, as the resource records it (fs/dlm's lkb_exflags): only such
+    /// a lock's <see cref="LvbCopy"/> is a copy of the LVB, so only it counts when a resource is rebuilt.
+    /// </summary>
+    internal bool ValBlk { get; private set; }
+
     /// <summary>Self-fencing: the lock may no longer be acted on. It stays recorded at the resource until unlocked or purged.</summary>
     internal void Fence() => _lost.Cancel();
 
@@ -197,6 +203,16 @@ internal sealed class LockHandle : ILockHandle
                 if (done.Status == LockStatus.Granted || done.Operation == LockOperation.Convert)
                 {
                     HasGrant |= done.Status == LockStatus.Granted;
+                    if (done.Status == LockStatus.Granted)
+                    {
+                        ValBlk = PendingOperation switch
+                        {
+                            LockRequest r => r.Flags.HasFlag(LockFlags.ValBlk),
+                            ConvertLock c => c.Flags.HasFlag(LockFlags.ValBlk),
+                            _ => ValBlk,
+                        };
+                    }
+
                     Mode = done.GrantedMode;
                     Flags = done.Flags;
                     if (done.Lvb is not null)

@@ -32,7 +32,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
     private int _held;
 
     // Started while the node recovers: this may be a resource whose node just died, rebuilt from
-    // whatever reaches it first. Its old LVB is gone, so it must not pass zeros off as valid.
+    // whatever reaches it first. Its old LVB is gone: only re-asserted copies may bring it back (BeginRebuild).
     private readonly bool _bornDuringRecovery;
 
     // Born during recovery and the gate has not opened since: re-assertions are still rebuilding it,
@@ -233,8 +233,8 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
     /// <summary>
     /// A survivor re-asserts a lock it holds. Answered with <see cref="LockReasserted"/> (never a
     /// completion: the lock client must not take it for the answer of a pending operation). A lock
-    /// already here is confirmed as it is; a resource that did not exist before was rebuilt after its
-    /// node died, so its LVB is not valid until the next write.
+    /// already here is confirmed as it is; a resource that did not exist before is rebuilt after its
+    /// node died, and takes its LVB from the re-asserted copies as fs/dlm does (<see cref="LockResourceState.Reassert"/>).
     /// </summary>
     private void Reassert(ReassertLock m)
     {
@@ -249,7 +249,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
 
         if (rebuilt)
         {
-            state.InvalidateLvb();
+            state.BeginRebuild();
         }
 
         if (state.Find(m.LockId) is { } existing)
@@ -296,7 +296,7 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
             _state = new LockResourceState(resource, length);
             if (_bornDuringRecovery)
             {
-                _state.InvalidateLvb();
+                _state.BeginRebuild();
             }
         }
 

@@ -118,6 +118,7 @@ public sealed class LockResourceState
     private readonly List<LockEntry> _converting = [];
     private readonly List<LockEntry> _waiting = [];
     private readonly byte[] _lvb;
+    private LvbRebuild _rebuild;
     private List<LockEffect> _effects = [];
 
     /// <summary>Creates an empty resource.</summary>
@@ -164,21 +165,30 @@ public sealed class LockResourceState
     /// </summary>
     public bool GrantsSuspended { get; set; }
 
-    /// <summary>recover_done: grants again, and grants whatever fits now.</summary>
+    /// <summary>recover_done: grants again, and grants whatever fits now. A rebuild is over: re-assertions no longer change the LVB.</summary>
     public IReadOnlyList<LockEffect> ResumeGrants()
     {
         BeginCommand();
         GrantsSuspended = false;
+        _rebuild = LvbRebuild.None;
         GrantPending();
         return EndCommand();
     }
 
     /// <summary>
-    /// Recovery: the resource was rebuilt from re-asserted locks after its node died; a PW/EX holder
-    /// on the dead node may have changed the data without writing the LVB back, so it is not valid
-    /// until the next write.
+    /// Recovery: this resource's master died and it is rebuilt here from the survivors' re-asserted
+    /// locks (fs/dlm's new master). Its LVB is not valid — a PW/EX holder on the dead node may have
+    /// changed the data without writing it back — unless a re-asserted VALBLK lock above CR brings
+    /// it (see <see cref="Reassert"/>). Lasts until <see cref="ResumeGrants"/>.
     /// </summary>
-    public void InvalidateLvb() => ValueNotValid = true;
+    public void BeginRebuild()
+    {
+        ValueNotValid = true;
+        if (_rebuild == LvbRebuild.None)
+        {
+            _rebuild = LvbRebuild.NoCopy;
+        }
+    }
 
     /// <summary>Looks up a lock by id.</summary>
     public LockEntry? Find(long lockId) => _locks.GetValueOrDefault(lockId);
@@ -466,7 +476,12 @@ public sealed class LockResourceState
 
     /// <summary>
     /// Recovery: a surviving holder re-asserts a lock it holds on a restarted resource, with its
-    /// copy of the LVB. The newest LVB copy (highest sequence) wins. Fails as Invalid if the mode
+    /// copy of the LVB. While the resource is rebuilt (<see cref="BeginRebuild"/>) the LVB is
+    /// recovered as fs/dlm's recover_lvb does, from VALBLK locks only: the copy of a lock above CR
+    /// (CW, PR, PW, EX: nobody else could have written since it was granted) is taken and makes the
+    /// LVB valid; otherwise the copy with the highest sequence (NL/CR holders read it at some grant)
+    /// is taken and the LVB stays VALNOTVALID; without any VALBLK lock it stays zeros, not valid.
+    /// A resource that survived keeps its own LVB. Fails as Invalid if the mode
     /// does not fit the locks already re-asserted (which would mean a lock was granted twice).
     /// With <see cref="LockFlags.Orphan"/> the node whose session orphaned a PERSISTENT lock
     /// re-asserts it, and it comes back as an orphan. Two granted locks that conflict cannot both be
@@ -503,15 +518,30 @@ public sealed class LockResourceState
         };
         _locks.Add(lockId, lkb);
         _granted.Add(lkb);
-        if (lvb is not null && lvbSeq > LvbSeq)
-        {
-            Array.Clear(_lvb);
-            lvb.CopyTo(_lvb, 0);
-            LvbSeq = lvbSeq;
-        }
-
+        RecoverLvb(mode, flags, lvb, lvbSeq);
         Emit(new CompleteEffect(lockId, owner, LockOperation.Request, LockStatus.Granted, mode, null, LvbSeq, Flags(lkb)));
         return EndCommand();
+    }
+
+    /// <summary>recover_lvb, one re-asserted lock at a time (nothing is granted until the rebuild ends, so the order does not matter).</summary>
+    private void RecoverLvb(LockMode mode, LockFlags flags, byte[]? lvb, long lvbSeq)
+    {
+        if (_rebuild is LvbRebuild.None or LvbRebuild.Vouched || !flags.HasFlag(LockFlags.ValBlk))
+        {
+            return;
+        }
+
+        var vouched = mode > LockMode.CR;
+        if (!vouched && _rebuild == LvbRebuild.Newest && lvbSeq < LvbSeq)
+        {
+            return;
+        }
+
+        Array.Clear(_lvb);
+        lvb?.CopyTo(_lvb, 0);
+        LvbSeq = lvbSeq;
+        _rebuild = vouched ? LvbRebuild.Vouched : LvbRebuild.Newest;
+        ValueNotValid = !vouched;
     }
 
     private IReadOnlyList<LockEffect> Adopt(long lockId, LockOwner owner, LockMode mode, LockFlags flags)
@@ -699,6 +729,9 @@ public sealed class LockResourceState
 
     private void Grant(LockEntry lkb, LockOperation op)
     {
+        // A rebuild normally ends at recover_done; a grant before that (a late re-assertion on a resource whose node
+        // already grants) ends it too: later copies must not change an LVB a holder has read or written.
+        _rebuild = LvbRebuild.None;
         var lvbOut = (byte[]?)null;
         switch (LockModes.LvbOnGrant(lkb.Granted, lkb.Requested))
         {
@@ -917,4 +950,20 @@ public sealed class LockResourceState
             }
         }
     }
+}
+
+/// <summary>Where a rebuilt resource's LVB stands (fs/dlm's recover_lvb).</summary>
+internal enum LvbRebuild
+{
+    /// <summary>Not being rebuilt: re-assertions leave the LVB alone.</summary>
+    None,
+
+    /// <summary>Rebuilt, no VALBLK lock re-asserted yet: zeros, not valid.</summary>
+    NoCopy,
+
+    /// <summary>The newest NL/CR copy so far: kept, not valid.</summary>
+    Newest,
+
+    /// <summary>A VALBLK lock above CR brought its copy: valid, final.</summary>
+    Vouched,
 }

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Threading.Channels;
 using Akka.Cluster;
@@ -126,7 +127,8 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
             await survivorEx.UnlockAsync();
             await using (var movedEx = await next.WaitAsync(Patience))
             {
-                Assert.True(movedEx.ValueNotValid, "a rebuilt resource cannot vouch for its LVB");
+                // fs/dlm's recover_lvb: n1's re-asserted EX with VALBLK excluded every other writer, so its copy is the LVB.
+                Assert.False(movedEx.ValueNotValid, "a rebuilt resource takes the LVB of a re-asserted VALBLK lock above CR as valid");
             }
 
             _ = doomed;
@@ -188,12 +190,7 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
             var orphan = Assert.Single(before.Granted, l => l.Orphan);
             Assert.Equal((persistent.LockId, "n1", LockMode.PW), (orphan.LockId, orphan.NodeId, orphan.GrantedMode));
 
-            var victimAddress = Cluster.Get(cluster.Systems[2]).SelfAddress;
-            await cluster.Systems[2].Terminate();
-            await Next(eventsA, RecoveryStage.Prep, "recover_prep on n1 after n3 died");
-            Cluster.Get(cluster.Systems[0]).Down(victimAddress);
-            await Next(eventsA, RecoveryStage.Done, "recover_done on n1");
-            await Next(eventsB, RecoveryStage.Done, "recover_done on n2");
+            await KillN3AndRecoverAsync(cluster, eventsA, eventsB);
 
             // The resource was rebuilt on a survivor from n1's re-assertion: the orphan is back, still an orphan.
             var rebuilt = await cluster.Managers[1].DumpResourceAsync("orph", "kept");
@@ -222,6 +219,91 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
         {
             await cluster.DisposeAsync();
         }
+    }
+
+    [Fact]
+    public async Task A_survivors_valblk_copies_rebuild_the_lvb_of_resources_whose_master_died()
+    {
+        var cluster = new ThreeNodeCluster { ExtraHocon = Hocon };
+        await cluster.InitializeAsync();
+        try
+        {
+            var a = await cluster.Managers[0].OpenLockspaceAsync("lvbnl");
+            var b = await cluster.Managers[1].OpenLockspaceAsync("lvbnl");
+            var victim = await cluster.Managers[2].OpenLockspaceAsync("lvbnl");
+            var eventsA = Collect(a);
+            var eventsB = Collect(b);
+
+            // "counter" lives on n3 (it asks first); n3 and n2 increment it under EX+VALBLK.
+            const long Increments = 5;
+            for (var i = 0; i < Increments; i++)
+            {
+                await Increment(i % 2 == 0 ? victim : b, "counter");
+            }
+
+            Assert.Equal("n3", (await cluster.Managers[0].DumpResourceAsync("lvbnl", "counter")).MasterNode);
+
+            // n1 keeps a copy of the value: NL with VALBLK, taken after the last write.
+            await using var keeper = await a.LockAsync("counter", LockMode.NL, LockFlags.ValBlk);
+            Assert.Equal(Increments, BinaryPrimitives.ReadInt64LittleEndian(keeper.Lvb.Span));
+
+            // "vouched" lives on n3 too; after n3's write n2 holds PR with VALBLK, which excludes every writer.
+            await Increment(victim, "vouched");
+            await using var reading = await b.LockAsync("vouched", LockMode.PR, LockFlags.ValBlk);
+            Assert.Equal("n3", (await cluster.Managers[0].DumpResourceAsync("lvbnl", "vouched")).MasterNode);
+
+            // n3 dies holding EX (it read the value and wrote nothing back) while n2 waits for EX, as in the torture.
+            _ = await victim.LockAsync("counter", LockMode.EX, LockFlags.ValBlk);
+            var waiting = b.LockAsync("counter", LockMode.EX, LockFlags.ValBlk);
+            await KillN3AndRecoverAsync(cluster, eventsA, eventsB);
+
+            // The resource was rebuilt on a survivor from n1's NL copy, the newest among the VALBLK locks: fs/dlm's
+            // recover_lvb keeps it, flagged VALNOTVALID since no lock above CR vouches for it.
+            await using (var next = await waiting.WaitAsync(Patience))
+            {
+                Assert.NotEqual("n3", (await cluster.Managers[1].DumpResourceAsync("lvbnl", "counter")).MasterNode);
+                Assert.Equal(Increments, BinaryPrimitives.ReadInt64LittleEndian(next.Lvb.Span));
+                Assert.True(next.ValueNotValid, "only an NL copy survived: the value is kept but not vouched for");
+                var value = new byte[8];
+                BinaryPrimitives.WriteInt64LittleEndian(value, Increments + 1);
+                await next.UnlockAsync(LockFlags.ValBlk, value);
+            }
+
+            await using (var reader = await a.LockAsync("counter", LockMode.PR, LockFlags.ValBlk).WaitAsync(Patience))
+            {
+                Assert.Equal(Increments + 1, BinaryPrimitives.ReadInt64LittleEndian(reader.Lvb.Span));
+                Assert.False(reader.ValueNotValid, "the write after the rebuild makes the LVB valid again");
+            }
+
+            // A re-asserted VALBLK lock above CR vouches for its copy: rebuilt with it, and valid.
+            await using var second = await a.LockAsync("vouched", LockMode.PR, LockFlags.ValBlk).WaitAsync(Patience);
+            Assert.NotEqual("n3", (await cluster.Managers[0].DumpResourceAsync("lvbnl", "vouched")).MasterNode);
+            Assert.Equal(1, BinaryPrimitives.ReadInt64LittleEndian(second.Lvb.Span));
+            Assert.False(second.ValueNotValid, "n2's PR+VALBLK copy is the LVB: no writer can have run since its grant");
+        }
+        finally
+        {
+            await cluster.DisposeAsync();
+        }
+    }
+
+    /// <summary>Stops n3, downs it from n1 once n1 noticed, and waits for recover_done on both survivors.</summary>
+    private static async Task KillN3AndRecoverAsync(ThreeNodeCluster cluster, Channel<LockspaceRecoveryEvent> eventsA, Channel<LockspaceRecoveryEvent> eventsB)
+    {
+        var victimAddress = Cluster.Get(cluster.Systems[2]).SelfAddress;
+        await cluster.Systems[2].Terminate();
+        await Next(eventsA, RecoveryStage.Prep, "recover_prep on n1 after n3 died");
+        Cluster.Get(cluster.Systems[0]).Down(victimAddress);
+        await Next(eventsA, RecoveryStage.Done, "recover_done on n1");
+        await Next(eventsB, RecoveryStage.Done, "recover_done on n2");
+    }
+
+    private static async Task Increment(ILockspace space, string resource)
+    {
+        await using var held = await space.LockAsync(resource, LockMode.EX, LockFlags.ValBlk).WaitAsync(Patience);
+        var value = new byte[8];
+        BinaryPrimitives.WriteInt64LittleEndian(value, BinaryPrimitives.ReadInt64LittleEndian(held.Lvb.Span) + 1);
+        await held.UnlockAsync(LockFlags.ValBlk, value);
     }
 
     [Fact]

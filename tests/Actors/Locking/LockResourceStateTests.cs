@@ -458,14 +458,71 @@ public sealed class LockResourceStateTests
     }
 
     [Fact]
-    public void Reassert_rebuilds_the_grant_queue_and_keeps_the_newest_lvb()
+    public void Reassert_rebuilds_the_grant_queue_and_keeps_the_newest_lvb_of_nl_and_cr_holders_not_valid()
     {
-        Granted(_r.Reassert(1, A, PR, LockFlags.None, Bytes(1), 3), 1);
-        Granted(_r.Reassert(2, B, PR, LockFlags.None, Bytes(2), 5), 2);
-        Granted(_r.Reassert(3, C, CR, LockFlags.None, Bytes(3), 4), 3);
+        _r.BeginRebuild();
+        Granted(_r.Reassert(1, A, NL, LockFlags.ValBlk, Bytes(1), 3), 1);
+        Granted(_r.Reassert(2, B, CR, LockFlags.ValBlk, Bytes(2), 5), 2);
+        Granted(_r.Reassert(3, C, NL, LockFlags.ValBlk, Bytes(3), 4), 3);
         Assert.Equal(Padded(Bytes(2)), _r.Lvb.ToArray());
         Assert.Equal(5, _r.LvbSeq);
+        Assert.True(_r.ValueNotValid, "NL/CR holders read the LVB at some grant; none of them can vouch it is the last write");
         Assert.Equal(LockStatus.Invalid, Completion(_r.Reassert(4, C, EX, LockFlags.None, null, 0), 4).Status);
+    }
+
+    [Fact]
+    public void Rebuild_keeps_an_nl_valblk_copy_and_ignores_copies_of_locks_without_valblk()
+    {
+        // The counter was 7 when A took NL with VALBLK; B's NL lock never asked for the LVB, whatever its handle holds.
+        _r.BeginRebuild();
+        Granted(_r.Reassert(1, A, NL, LockFlags.ValBlk, Bytes(7), 7), 1);
+        Granted(_r.Reassert(2, B, NL, LockFlags.None, Bytes(0), 9), 2);
+        Assert.Equal(Padded(Bytes(7)), _r.Lvb.ToArray());
+        Assert.Equal(7, _r.LvbSeq);
+
+        var ex = Completion(_r.Request(3, C, EX, LockFlags.ValBlk, null, Now), 3);
+        Assert.Equal((LockStatus.Granted, LockResultFlags.ValNotValid), (ex.Status, ex.Flags));
+        Assert.Equal(Padded(Bytes(7)), ex.Lvb);
+    }
+
+    [Fact]
+    public void Rebuild_takes_the_copy_of_a_valblk_lock_above_cr_as_valid_over_newer_nl_copies()
+    {
+        // fs/dlm's recover_lvb: a CW/PR/PW/EX holder excludes any writer since its grant, so its copy is the LVB.
+        _r.BeginRebuild();
+        Granted(_r.Reassert(1, A, NL, LockFlags.ValBlk, Bytes(9), 9), 1);
+        Granted(_r.Reassert(2, B, PR, LockFlags.ValBlk, Bytes(8), 8), 2);
+        Granted(_r.Reassert(3, C, NL, LockFlags.ValBlk, Bytes(10), 10), 3);
+        AssertLvb(_r, Bytes(8), 8, notValid: false);
+
+        var reader = Completion(_r.Request(4, C, PR, LockFlags.ValBlk, null, Now), 4);
+        Assert.Equal((LockStatus.Granted, LockResultFlags.None), (reader.Status, reader.Flags));
+        Assert.Equal(Padded(Bytes(8)), reader.Lvb);
+    }
+
+    [Fact]
+    public void Rebuild_without_any_valblk_lock_leaves_zeros_not_valid_and_a_surviving_resource_keeps_its_lvb()
+    {
+        _r.BeginRebuild();
+        Granted(_r.Reassert(1, A, PR, LockFlags.None, Bytes(5), 5), 1);
+        AssertLvb(_r, [], 0, notValid: true);
+
+        // A resource that never lost its master: its LVB is the current one, whatever a re-asserted copy says.
+        var survivor = new LockResourceState("kept");
+        Granted(survivor.Request(1, A, EX, LockFlags.ValBlk, null, Now), 1);
+        Completion(survivor.Unlock(1, LockFlags.ValBlk, Bytes(3)), 1);
+        Granted(survivor.Reassert(2, B, PR, LockFlags.ValBlk, Bytes(2), 9), 2);
+        AssertLvb(survivor, Bytes(3), 1, notValid: false);
+    }
+
+    [Fact]
+    public void Rebuild_ends_when_grants_resume_later_copies_change_nothing()
+    {
+        _r.BeginRebuild();
+        Granted(_r.Reassert(1, A, NL, LockFlags.ValBlk, Bytes(4), 4), 1);
+        _r.ResumeGrants();
+        Granted(_r.Reassert(2, B, PR, LockFlags.ValBlk, Bytes(6), 6), 2);
+        AssertLvb(_r, Bytes(4), 4, notValid: true);
     }
 
     [Fact]
@@ -482,7 +539,8 @@ public sealed class LockResourceStateTests
     public void Reasserted_orphan_comes_back_as_an_orphan_that_can_be_adopted_with_its_lvb()
     {
         // A rebuilt resource: A's node re-asserts the PW orphan its ended session left, B a live CR beside it.
-        Granted(_r.Reassert(1, A, PW, LockFlags.Persistent | LockFlags.Orphan, Bytes(7), 9), 1);
+        _r.BeginRebuild();
+        Granted(_r.Reassert(1, A, PW, LockFlags.Persistent | LockFlags.Orphan | LockFlags.ValBlk, Bytes(7), 9), 1);
         Granted(_r.Reassert(2, B, CR, LockFlags.None, null, 0), 2);
         var orphan = _r.Find(1)!;
         Assert.True(orphan.IsOrphan);
@@ -531,6 +589,12 @@ public sealed class LockResourceStateTests
     }
 
     private static byte[] Bytes(byte b) => [b, (byte)(b + 1), (byte)(b + 2)];
+
+    private static void AssertLvb(LockResourceState r, byte[] value, long seq, bool notValid)
+    {
+        Assert.Equal(Padded(value), r.Lvb.ToArray());
+        Assert.Equal((seq, notValid), (r.LvbSeq, r.ValueNotValid));
+    }
 
     private static byte[] Padded(byte[] bytes)
     {
