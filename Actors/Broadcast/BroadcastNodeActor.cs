@@ -1,6 +1,5 @@
 using Akka.Actor;
 using Akka.Cluster;
-using Akka.Event;
 using Lockstep.Actors.Locking;
 using Lockstep.Contracts.Broadcast;
 
@@ -10,30 +9,24 @@ namespace Lockstep.Actors.Broadcast;
 internal sealed record ToStream(string Stream, object Message);
 
 /// <summary>
-/// The broadcast on one node (<c>/user/lockstep-broadcast</c>): opens the broadcast lockspace, keeps one
+/// The broadcast on one node (<c>/user/lockstep-broadcast</c>): keeps one
 /// <see cref="BroadcastStreamActor"/> per stream, answers other nodes' gathers, joins, statistics and ping queries,
 /// and tells every stream when a member was removed.
 /// </summary>
-internal sealed class BroadcastNodeActor : ReceiveActor, IWithStash, IWithTimers
+internal sealed class BroadcastNodeActor : ReceiveActor
 {
     private readonly ILockManager _locks;
     private readonly BroadcastOptions _options;
     private readonly BroadcastDelivery _delivery;
-    private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly Dictionary<string, IActorRef> _streams = new(StringComparer.Ordinal);
-    private ILockspace? _space;
 
     public BroadcastNodeActor(ILockManager locks, BroadcastOptions options, BroadcastDelivery delivery)
     {
         _locks = locks;
         _options = options;
         _delivery = delivery;
-        Opening();
+        Ready();
     }
-
-    public IStash Stash { get; set; } = null!;
-
-    public ITimerScheduler Timers { get; set; } = null!;
 
     public static Props Props(ILockManager locks, BroadcastOptions options, BroadcastDelivery delivery) =>
         Akka.Actor.Props.Create(() => new BroadcastNodeActor(locks, options, delivery));
@@ -41,45 +34,13 @@ internal sealed class BroadcastNodeActor : ReceiveActor, IWithStash, IWithTimers
     protected override void PreStart()
     {
         Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberRemoved));
-        OpenLockspace();
-    }
-
-    protected override void PostStop()
-    {
-        Cluster.Get(Context.System).Unsubscribe(Self);
-        _ = _space?.DisposeAsync().AsTask();
-    }
-
-    private void OpenLockspace()
-    {
-        _locks.OpenLockspaceAsync(_options.Lockspace, _options.LvbLength)
-            .PipeTo(Self, success: space => new Opened(space), failure: ex => new OpenFailed(ex));
-    }
-
-    private void Opening()
-    {
-        Receive<Opened>(opened =>
+        foreach (var stream in _options.Streams.Append(BroadcastOptions.GlobalStream).Distinct(StringComparer.Ordinal))
         {
-            _space = opened.Space;
-            Become(Ready);
-            foreach (var stream in _options.Streams.Append(BroadcastOptions.GlobalStream).Distinct(StringComparer.Ordinal))
-            {
-                StreamFor(stream).Tell(new JoinStream(null));
-            }
-
-            Stash.UnstashAll();
-        });
-        Receive<OpenFailed>(failed =>
-        {
-            // The DLM may still be forming (registry singleton not up yet): try again.
-            _log.Warning("broadcast: opening lockspace {0} failed ({1}); retrying", _options.Lockspace, failed.Error.Message);
-            Timers.StartSingleTimer("open", RetryOpen.Instance, TimeSpan.FromSeconds(1));
-        });
-        Receive<RetryOpen>(_ => OpenLockspace());
-        Receive<GetStreamPosition>(get => Sender.Tell(new StreamPosition(_locks.NodeId, get.Stream, false, 0, null)));
-        Receive<ClusterEvent.MemberRemoved>(_ => { });
-        ReceiveAny(_ => Stash.Stash());
+            StreamFor(stream).Tell(new JoinStream(null));
+        }
     }
+
+    protected override void PostStop() => Cluster.Get(Context.System).Unsubscribe(Self);
 
     private void Ready()
     {
@@ -134,19 +95,10 @@ internal sealed class BroadcastNodeActor : ReceiveActor, IWithStash, IWithTimers
     {
         if (!_streams.TryGetValue(name, out var stream))
         {
-            stream = Context.ActorOf(BroadcastStreamActor.Props(name, _space!, _options, _delivery, _locks.NodeId), $"stream-{_streams.Count}");
+            stream = Context.ActorOf(BroadcastStreamActor.Props(name, _locks, _options, _delivery, _locks.NodeId), $"stream-{_streams.Count}");
             _streams.Add(name, stream);
         }
 
         return stream;
-    }
-
-    private sealed record Opened(ILockspace Space);
-
-    private sealed record OpenFailed(Exception Error);
-
-    private sealed record RetryOpen
-    {
-        public static readonly RetryOpen Instance = new();
     }
 }

@@ -23,7 +23,7 @@ public sealed record GatherEffect : SenderEffect;
 /// <summary>Convert MESSAGE EX→CW writing <paramref name="Lvb"/>: the round is now readable by receivers.</summary>
 public sealed record PublishRoundEffect(BroadcastRound Round, byte[] Lvb, bool Healing) : SenderEffect;
 
-/// <summary>Run the local handlers of the round (the sender delivers in the same order as everyone).</summary>
+/// <summary>Run the local handlers of the round, after every other node did (the sender still holds TOKEN, so its place in the order is the round's).</summary>
 public sealed record DeliverLocallyEffect(BroadcastRound Round) : SenderEffect;
 
 /// <summary>Convert ACK CR→EX: granted when every other joined node processed the round (or died).</summary>
@@ -60,10 +60,10 @@ public sealed record PendingMessage(long Id, ClusterMessage Message, int Bytes);
 ///      ▲                         └─(untrusted)─▶ Gathering ─Gathered──────┤
 ///      │                                                                  ▼
 ///      │                              nothing to publish: DroppingMessage(EX→NL) ──▶ ReleasingToken ──▶ Idle
-///      │                              a round:  Publishing ─Published─▶ DeliveringLocally ─DeliveredLocally─▶ AwaitingAck
-///      │                                                                                                          │ AckGranted
+///      │                              a round:  Publishing ─Published─▶ AwaitingAck ─AckGranted─▶ DeliveringLocally (new here)
+///      │                                                                                                          │ DeliveredLocally
 ///      │  more queued                                                                                              ▼
-///      └────────────── DroppingMessage(CW→NL) ◀─MessageDropped... ◀─AckDropped─ DroppingAck ◀──────────────────────┘
+///      └────────────── DroppingMessage(CW→NL) ◀─MessageDropped... ◀─AckDropped─ DroppingAck ◀──── complete callers
 ///                            └─ nothing more ──▶ ReleasingToken ─TokenReleased─▶ Idle (or TakingToken when more queued)
 ///  AckTimedOut: the round's callers fail as "unknown"; DroppingMessage → ReleasingToken writes the token dirty.
 ///  Fault (any DLM failure): every caller fails → Broken (the actor rebuilds the stream).
@@ -273,31 +273,39 @@ public sealed class BroadcastSenderState
         return NextRound();
     }
 
-    public SenderEffect? Published()
+    public SenderEffect Published()
     {
         Expect(Phase.Publishing, nameof(Published));
-        if (_cursor.Classify(_round) is RoundClass.Next or RoundClass.Gap)
-        {
-            Current = Phase.DeliveringLocally;
-            return new DeliverLocallyEffect(_round!);
-        }
-
         Current = Phase.AwaitingAck;
         return new AwaitAckEffect();
     }
 
-    public SenderEffect DeliveredLocally()
-    {
-        Expect(Phase.DeliveringLocally, nameof(DeliveredLocally));
-        _cursor.Advance(_round!, _roundLvb!);
-        Current = Phase.AwaitingAck;
-        return new AwaitAckEffect();
-    }
-
-    /// <summary>ACK EX granted: every live joined node processed the round. Returns the completion and the next step.</summary>
+    /// <summary>
+    /// ACK EX granted: every other live joined node processed the round. The sender processes it last, so a sender
+    /// that dies before ACK never processed a round the survivors may forget.
+    /// </summary>
     public IReadOnlyList<SenderEffect> AckGranted()
     {
         Expect(Phase.AwaitingAck, nameof(AckGranted));
+        if (_cursor.Classify(_round) is RoundClass.Next or RoundClass.Gap)
+        {
+            Current = Phase.DeliveringLocally;
+            return [new DeliverLocallyEffect(_round!)];
+        }
+
+        return RoundDone();
+    }
+
+    /// <summary>This node's handlers ran the round: returns the completion and the next step.</summary>
+    public IReadOnlyList<SenderEffect> DeliveredLocally()
+    {
+        Expect(Phase.DeliveringLocally, nameof(DeliveredLocally));
+        _cursor.Advance(_round!, _roundLvb!);
+        return RoundDone();
+    }
+
+    private List<SenderEffect> RoundDone()
+    {
         var effects = new List<SenderEffect>(2);
         if (_inRound.Count > 0)
         {

@@ -35,8 +35,11 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
 {
     private const int LatenciesKept = 4096;
 
+    /// <summary>How often a conversion answered Busy is asked again (50 ms apart) before the stream is rebuilt.</summary>
+    private const int BusyRetries = 100;
+
     private readonly string _stream;
-    private readonly ILockspace _space;
+    private readonly ILockManager _locks;
     private readonly BroadcastOptions _options;
     private readonly BroadcastDelivery _delivery;
     private readonly string _nodeId;
@@ -58,11 +61,12 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
     private ILockHandle? _token;
     private ILockHandle? _message;
     private ILockHandle? _ack;
+    private ILockspace? _space;
 
-    public BroadcastStreamActor(string stream, ILockspace space, BroadcastOptions options, BroadcastDelivery delivery, string nodeId)
+    public BroadcastStreamActor(string stream, ILockManager locks, BroadcastOptions options, BroadcastDelivery delivery, string nodeId)
     {
         _stream = stream;
-        _space = space;
+        _locks = locks;
         _options = options;
         _delivery = delivery;
         _nodeId = nodeId;
@@ -81,8 +85,8 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(string stream, ILockspace space, BroadcastOptions options, BroadcastDelivery delivery, string nodeId) =>
-        Akka.Actor.Props.Create(() => new BroadcastStreamActor(stream, space, options, delivery, nodeId));
+    public static Props Props(string stream, ILockManager locks, BroadcastOptions options, BroadcastDelivery delivery, string nodeId) =>
+        Akka.Actor.Props.Create(() => new BroadcastStreamActor(stream, locks, options, delivery, nodeId));
 
     private enum Step
     {
@@ -124,22 +128,33 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
             submit.Done.TrySetException(new BroadcastException($"stream '{_stream}' stopped", unknown: false));
         }
 
-        _ = ReleaseAllAsync(_token, _message, _ack);
+        _ = _space?.DisposeAsync().AsTask();
     }
 
     private string Resource(char kind) => $"{_stream}/{kind}";
 
     private BroadcastSenderState NewSender() => new(_cursor, _nodeId, _options.LvbLength, _options.MaxBatch, _options.MaxRoundsPerToken);
 
-    /// <summary>Takes TOKEN and MESSAGE in NL (granted at once): every node keeps a VALBLK copy of both LVBs.</summary>
+    /// <summary>
+    /// Opens the stream's own session in the broadcast lockspace and takes TOKEN and MESSAGE in NL (granted at once):
+    /// every node keeps a VALBLK copy of both LVBs. A session per stream lets a stream that lost its locks end them all
+    /// at once — pending conversions included — by closing it, without touching the other streams.
+    /// </summary>
     private void Open()
     {
-        var space = _space;
+        var (locks, options, token, message) = (_locks, _options, Resource('t'), Resource('m'));
         Run(Step.Open, async () =>
         {
-            var token = await space.LockAsync(Resource('t'), LockMode.NL, LockFlags.ValBlk);
-            var message = await space.LockAsync(Resource('m'), LockMode.NL, LockFlags.ValBlk);
-            return (token, message);
+            var space = await locks.OpenLockspaceAsync(options.Lockspace, options.LvbLength);
+            try
+            {
+                return (space, await space.LockAsync(token, LockMode.NL, LockFlags.ValBlk), await space.LockAsync(message, LockMode.NL, LockFlags.ValBlk));
+            }
+            catch
+            {
+                await space.DisposeAsync();
+                throw;
+            }
         });
     }
 
@@ -211,7 +226,7 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
         switch (done.Step)
         {
             case Step.Open:
-                (_token, _message) = ((ILockHandle, ILockHandle))done.Value!;
+                (_space, _token, _message) = ((ILockspace, ILockHandle, ILockHandle))done.Value!;
                 _open = true;
                 _sender = NewSender();
                 _receiver = new BroadcastReceiverState(_cursor);
@@ -308,10 +323,28 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
         Apply(_sender.Fault($"stream '{_stream}' lost its locks during {step}: {error.Message}"));
         _epoch++;
         _open = false;
-        var (token, message, ack) = (_token, _message, _ack);
-        (_token, _message, _ack) = (null, null, null);
-        _ = ReleaseAllAsync(token, message, ack);
-        Timers.StartSingleTimer("reopen", Reopen.Instance, TimeSpan.FromSeconds(1));
+        var space = _space;
+        (_space, _token, _message, _ack) = (null, null, null, null);
+        var self = Self;
+        _ = Task.Run(async () =>
+        {
+            // Closing the session purges every lock of this stream on this node, a conversion still pending included
+            // (an unlock would be refused Busy and leave it blocking every other node's MESSAGE EX).
+            try
+            {
+                if (space is not null)
+                {
+                    await space.DisposeAsync();
+                }
+            }
+            catch (Exception)
+            {
+                // The session is gone already (fenced, node purged).
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            self.Tell(Reopen.Instance);
+        });
     }
 
     private void Apply(IReadOnlyList<SenderEffect> effects)
@@ -439,16 +472,30 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
 
     private void TakeAck(Step step, int generation)
     {
-        var (space, self, epoch, resource) = (_space, Self, _epoch, Resource('a'));
+        var (space, self, epoch, resource) = (_space!, Self, _epoch, Resource('a'));
         Run(step, async () => await space.LockAsync(resource, LockMode.CR, LockFlags.None, bast: mode => self.Tell(new AckBast(epoch, generation, mode))));
     }
 
+    /// <summary>
+    /// One conversion. Busy means the resource still has another copy of this lock's conversion in flight (one re-sent
+    /// across a remaster): it is asked again until that copy is answered, instead of giving the stream up.
+    /// </summary>
     private void Convert(Step step, ILockHandle handle, LockMode mode, LockFlags flags, byte[]? lvb)
     {
         Run(step, async () =>
         {
-            await handle.ConvertAsync(mode, flags, lvb);
-            return null;
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    await handle.ConvertAsync(mode, flags, lvb);
+                    return null;
+                }
+                catch (LockRequestException ex) when (ex.Status == LockStatus.Busy && attempt < BusyRetries)
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(50));
+                }
+            }
         });
     }
 
@@ -536,26 +583,6 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
         {
             // A torn or foreign LVB is no round: the sender's trust check fails on it and gathers.
             return null;
-        }
-    }
-
-    private static async Task ReleaseAllAsync(params ILockHandle?[] handles)
-    {
-        foreach (var handle in handles)
-        {
-            if (handle is null)
-            {
-                continue;
-            }
-
-            try
-            {
-                await handle.UnlockAsync();
-            }
-            catch (Exception)
-            {
-                // Already lost with its session or node; recovery purged it.
-            }
         }
     }
 

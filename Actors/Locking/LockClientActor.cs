@@ -50,6 +50,9 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
     // Requests still waiting for a first grant, sent again: each with a dump of its resource behind
     // it, whose answer proves (same sender, same path, same order) that the request arrived.
     private readonly Dictionary<long, LockRequest> _resending = [];
+
+    /// <summary>Locks whose request or conversion was in flight when a recovery began: it may reach the resource twice.</summary>
+    private readonly HashSet<long> _repeated = [];
     private IActorRef _reassertReplyTo = ActorRefs.Nobody;
     private long _reassertGeneration;
     private DateTime _reassertDeadline;
@@ -128,6 +131,11 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
         _reassertFailed = 0;
         foreach (var handle in _handles.Values.Where(h => !h.Released))
         {
+            if (handle.PendingOperation is not null)
+            {
+                _repeated.Add(handle.LockId);
+            }
+
             if (handle.HasGrant)
             {
                 var flags = handle.Persistent ? LockFlags.Persistent : LockFlags.None;
@@ -197,6 +205,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
         // The resource ignores a request it already has from the same owner.
         foreach (var request in _resending.Values)
         {
+            _repeated.Add(request.LockId);
             _region.Tell(request, Self);
             _region.Tell(new DumpLockResource(request.EntityId), Self);
         }
@@ -235,6 +244,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             else if (m.Fresh && handle.PendingOperation is ConvertLock convert)
             {
                 // The conversion waited on the dead node's copy of the resource.
+                _repeated.Add(m.LockId);
                 _region.Tell(convert, Self);
             }
         }
@@ -301,6 +311,7 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             _commands.Send(((UnlockLock)send.Command) with { AnsweredByClient = true }, Self);
             handle.Apply(new LockCompleted(handle.EntityId, handle.LockId, LockOperation.Unlock, LockStatus.Unlocked, LockMode.NL, null, handle.LvbSeq, LockResultFlags.None));
             _handles.Remove(handle.LockId);
+            _repeated.Remove(handle.LockId);
             return;
         }
 
@@ -379,12 +390,37 @@ internal sealed class LockClientActor : ReceiveActor, IWithTimers
             return;
         }
 
+        if (_repeated.Contains(done.LockId) && IsAnswerToACopy(done, handle))
+        {
+            // A request or conversion in flight across a remaster reaches the rebuilt resource twice: the client
+            // re-sends it (ResendReasserts, Reasserted) and the reliable layer re-delivers the original. The second copy
+            // is refused — Busy (a conversion is pending) or Invalid (the lock id exists) — and changes nothing; the
+            // first copy's answer is the caller's. Taken as the caller's, it ended a live lock here while the resource
+            // kept it granted, and nobody released it.
+            _log.Debug("Ignoring {0} for a repeated {1} of lock {2} on {3}", done.Status, done.Operation, done.LockId, done.EntityId);
+            return;
+        }
+
+        if (done.Operation is LockOperation.Request or LockOperation.Convert)
+        {
+            _repeated.Remove(done.LockId);
+        }
+
         handle.Apply(done);
         if (handle.Released)
         {
             _handles.Remove(done.LockId);
+            _repeated.Remove(done.LockId);
         }
     }
+
+    /// <summary>A refusal that only a second copy of the operation in flight on <paramref name="handle"/> gets.</summary>
+    private static bool IsAnswerToACopy(LockCompleted done, LockHandle handle) => done switch
+    {
+        { Status: LockStatus.Busy, Operation: LockOperation.Convert } => handle.PendingOperation is ConvertLock,
+        { Status: LockStatus.Invalid, Operation: LockOperation.Request } => handle.PendingOperation is LockRequest,
+        _ => false,
+    };
 
     private sealed class ReassertTick : INoSerializationVerificationNeeded
     {

@@ -59,10 +59,11 @@ public sealed class BroadcastSenderStateTests
         Assert.Equal(2, publish.Round.Messages.Count);
         Assert.False(publish.Healing);
         SameRound(publish.Round, BroadcastWire.DecodeRound(publish.Lvb)!);
-        Assert.IsType<DeliverLocallyEffect>(sender.Published());
-        Assert.IsType<AwaitAckEffect>(sender.DeliveredLocally());
+        Assert.IsType<AwaitAckEffect>(sender.Published());
+        Assert.Equal(3, cursor.LastSeq);
+        Assert.IsType<DeliverLocallyEffect>(Assert.Single(sender.AckGranted()));
+        var afterAck = sender.DeliveredLocally();
         Assert.Equal(4, cursor.LastSeq);
-        var afterAck = sender.AckGranted();
         var complete = Assert.IsType<CompleteEffect>(afterAck[0]);
         Assert.Equal([1L, 2L], complete.Ids);
         Assert.Equal(4, complete.Seq);
@@ -89,8 +90,8 @@ public sealed class BroadcastSenderStateTests
         two.ReceiverPaused();
         Assert.Equal(2, Assert.IsType<PublishRoundEffect>(two.MessageGranted(new byte[Lvb], false, null)).Round.Messages.Count);
         two.Published();
-        two.DeliveredLocally();
         two.AckGranted();
+        two.DeliveredLocally();
         two.AckDropped();
         Assert.IsType<TakeMessageEffect>(two.MessageDropped());
         var second = Assert.IsType<PublishRoundEffect>(two.MessageGranted(new byte[Lvb], false, null));
@@ -156,10 +157,10 @@ public sealed class BroadcastSenderStateTests
         var heal = Assert.IsType<PublishRoundEffect>(sender.Gathered([new StreamPosition("n2", "s", true, 5, fiveBytes), new StreamPosition("n4", "s", false, 0, null)]));
         Assert.True(heal.Healing);
         SameRound(five, heal.Round);
-        Assert.IsType<DeliverLocallyEffect>(sender.Published());
-        sender.DeliveredLocally();
+        Assert.IsType<AwaitAckEffect>(sender.Published());
+        Assert.IsType<DeliverLocallyEffect>(Assert.Single(sender.AckGranted()));
+        var afterAck = sender.DeliveredLocally();
         Assert.Equal(5, cursor.LastSeq);
-        var afterAck = sender.AckGranted();
         Assert.IsType<DropAckEffect>(Assert.Single(afterAck));
         sender.AckDropped();
         Assert.IsType<TakeMessageEffect>(sender.MessageDropped());
@@ -182,6 +183,7 @@ public sealed class BroadcastSenderStateTests
         var heal = Assert.IsType<PublishRoundEffect>(sender.Gathered([new StreamPosition("n2", "s", true, 3, null)]));
         Assert.Equal(4, heal.Round.Seq);
         Assert.IsType<AwaitAckEffect>(sender.Published());
+        Assert.IsType<DropAckEffect>(Assert.Single(sender.AckGranted()));
     }
 
     [Fact]
@@ -217,12 +219,12 @@ public sealed class BroadcastSenderStateTests
     [Fact]
     public void An_ack_timeout_fails_the_round_as_unknown_and_releases_the_token_dirty()
     {
-        var (sender, _) = HoldingMessage(1, Message(1), Message(2));
+        var (sender, cursor) = HoldingMessage(1, Message(1), Message(2));
         var (one, bytes) = RoundBytes(1);
         sender.MessageGranted(bytes, false, one);
         sender.Published();
-        sender.DeliveredLocally();
         var effects = sender.AckTimedOut("slow");
+        Assert.Equal(1, cursor.LastSeq); // the sender processes a round only after every other node did
         var fail = Assert.IsType<FailEffect>(effects[0]);
         Assert.True(fail.Unknown);
         Assert.Equal([1L, 2L], fail.Ids);

@@ -80,6 +80,41 @@ public sealed class BroadcastProcessTests(ITestOutputHelper output) : IAsyncLife
     [Fact]
     public async Task Survivors_agree_on_every_stream_after_a_node_is_killed_mid_broadcast()
     {
+        try
+        {
+            await KillOneNodeMidLoadAsync();
+        }
+        catch
+        {
+            await PostMortemAsync();
+            throw;
+        }
+    }
+
+    /// <summary>On failure: the survivors' stream statistics and the broadcast lockspace's lock table.</summary>
+    private async Task PostMortemAsync()
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(20) };
+        foreach (var url in new[] { $"http://127.0.0.1:{_http[0]}/v1/broadcast", $"http://127.0.0.1:{_http[0]}/v1/locks?lockspace=lockstep-broadcast" })
+        {
+            try
+            {
+                output.WriteLine($"--- {url}\n{await http.GetStringAsync(url)}");
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+            {
+                output.WriteLine($"--- {url}: {ex.Message}");
+            }
+        }
+
+        for (var i = 0; i < 2; i++)
+        {
+            output.WriteLine(_nodes[i]!.Describe($"node {i + 1}", 40));
+        }
+    }
+
+    private async Task KillOneNodeMidLoadAsync()
+    {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(240) };
         var join = await http.PostAsync($"http://127.0.0.1:{_http[0]}/v1/broadcast/streams?{string.Join('&', Streams.Select(s => "name=" + s))}", null);
         Assert.True(join.IsSuccessStatusCode, await join.Content.ReadAsStringAsync());
