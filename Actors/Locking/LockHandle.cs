@@ -220,7 +220,13 @@ internal sealed class LockHandle : ILockHandle
                         _lvb = done.Lvb;
                     }
 
-                    LvbSeq = Math.Max(LvbSeq, done.LvbSeq);
+                    if (done.Status == LockStatus.Granted)
+                    {
+                        // The resource's record of the copy this lock holds (fs/dlm's lkb_lvbseq, set, not maxed): after a
+                        // rebuild from an older copy the sequence can go down, and a maximum would label a newer read with
+                        // an older, higher number. Refusals carry other numbers (the client's own say 0) and change nothing.
+                        LvbSeq = done.LvbSeq;
+                    }
                 }
                 else
                 {

@@ -37,14 +37,17 @@ public sealed class LockstepMessaging : IExtension
         var settings = ClusterShardingSettings.Create(system).WithPassivateIdleAfter(TimeSpan.Zero).WithRememberEntities(false);
         var extractor = new HolderMessageExtractor(options.HolderShards);
         MemoryRegion = sharding.Start(MemoryRegionName,
-            channel => Props.Create(() => new MessageHolderActor(new HolderRuntime(system, options, Handlers, channel, Stats, persisted: false))),
+            // In-memory holders purge and stop themselves when their sender is removed, as co-located ones do: a purge
+            // sent through the region would create (and allocate a shard for) every holder it names, and a node stopping
+            // right after a removal kept those purges buffered until its region's hand-off timed out (docs/messaging.md).
+            channel => Props.Create(() => new MessageHolderActor(new HolderRuntime(system, options, Handlers, channel, Stats, persisted: false), null, true)),
             settings, extractor, ShardAllocationStrategy.LeastShardAllocationStrategy(1, 0.1), Contracts.Messaging.HolderHandOffStop.Instance);
         PersistedRegion = sharding.Start(PersistedRegionName,
             channel => Props.Create(() => new PersistentMessageHolderActor(new HolderRuntime(system, options, Handlers, channel, Stats, persisted: true))),
             settings, extractor, ShardAllocationStrategy.LeastShardAllocationStrategy(1, 0.1), Contracts.Messaging.HolderHandOffStop.Instance);
         _system = system;
         PinnedHost = system.ActorOf(Props.Create(() => new PinnedHolderHost(channel => HolderProps(channel, null))), PinnedHolderHost.Name);
-        Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Handlers, Stats, Routes)), "lockstep-outbox");
+        Outbox = system.ActorOf(Props.Create(() => new OutboxActor(options, MemoryRegion, PersistedRegion, Stats, Routes)), "lockstep-outbox");
         Poster = new ReliableSender(system, Outbox);
         Sender = Poster;
         // Last: peers connect only once the outbox, the regions and the pinned host they deliver to exist.

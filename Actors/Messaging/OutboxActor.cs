@@ -22,7 +22,6 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     private readonly MessagingOptions _options;
     private readonly IActorRef _memoryRegion;
     private readonly IActorRef _persistedRegion;
-    private readonly MessageHandlerRegistry _handlers;
     private readonly OutboxState<TaskCompletionSource<SerializedPayload>> _state;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly MessagingNodeStats _stats;
@@ -39,14 +38,13 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
     private readonly Dictionary<string, IActorRef> _pinnedHosts = new(StringComparer.Ordinal);
     private readonly ILoggingAdapter _log = Context.GetLogger();
 
-    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessageHandlerRegistry handlers, MessagingNodeStats stats, MessagingRoutes routes)
+    public OutboxActor(MessagingOptions options, IActorRef memoryRegion, IActorRef persistedRegion, MessagingNodeStats stats, MessagingRoutes routes)
     {
         _routes = routes;
         _stats = stats;
         _options = options;
         _memoryRegion = memoryRegion;
         _persistedRegion = persistedRegion;
-        _handlers = handlers;
         var self = Cluster.Get(Context.System).SelfUniqueAddress;
         _state = new OutboxState<TaskCompletionSource<SerializedPayload>>(self.Address.ToString(), self.Uid, options.Outbox);
 
@@ -164,7 +162,14 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
 
     private void PurgeChannelsOf(UniqueAddress removed)
     {
-        // Only the oldest remaining member does it, so one purge per channel is sent rather than one per node.
+        // Only persisted holders: their purge is journaled, so it must be a command. In-memory holders purge and stop
+        // themselves when their sender is removed (stopWhenSenderRemoved). Only the oldest remaining member does it, so
+        // one purge per channel is sent rather than one per node.
+        if (_options.PersistedEntityTypes.Count == 0)
+        {
+            return;
+        }
+
         var cluster = Cluster.Get(Context.System);
         var oldest = cluster.State.Members.Where(m => m.Status == MemberStatus.Up && !m.UniqueAddress.Equals(removed))
             .OrderBy(m => m, Member.AgeOrdering).FirstOrDefault();
@@ -173,7 +178,7 @@ internal sealed class OutboxActor : ReceiveActor, IWithTimers
             return;
         }
 
-        foreach (var entityType in _handlers.EntityTypes.Union(_options.PersistedEntityTypes))
+        foreach (var entityType in _options.PersistedEntityTypes)
         {
             var channel = MessagingChannel.Format(entityType, removed.Address.ToString(), removed.Uid);
             RegionFor(entityType).Tell(new PurgeChannel(channel));

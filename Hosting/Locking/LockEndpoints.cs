@@ -19,10 +19,21 @@ public sealed record ResourceView(string Resource, string Master, int LvbLength,
 public sealed record LockView(string LockId, string Node, int Slot, string Session, string? Granted, string Requested, string Flags, bool Orphan);
 
 /// <summary><c>POST /v1/locks/torture</c>: what the counter torture expected and found.</summary>
-public sealed record TortureView(long Expected, long Found, bool Ok, double Seconds, IReadOnlyList<TortureNodeView> Nodes);
+/// <param name="Expected">Increments completed by the clients whose node answered.</param>
+/// <param name="Found">The counter read back at the end.</param>
+/// <param name="Ok">Every answering client finished and Found lies between Expected and Expected + LostMaximum.</param>
+/// <param name="Seconds">Wall time of the run.</param>
+/// <param name="Nodes">The answering nodes' shares.</param>
+/// <param name="Lost">Nodes whose clients never answered (their node left the cluster mid-run, or the deadline passed).</param>
+/// <param name="LostMaximum">The most increments those clients can have completed; Ok allows Found up to Expected + this.</param>
+/// <param name="Resource">The counter resource in lockspace <c>torture</c>.</param>
+public sealed record TortureView(long Expected, long Found, bool Ok, double Seconds, IReadOnlyList<TortureNodeView> Nodes, IReadOnlyList<TortureLostView>? Lost = null, long LostMaximum = 0, string Resource = "");
 
 /// <summary>One node's share of a torture run.</summary>
 public sealed record TortureNodeView(string Node, long Increments, string Error);
+
+/// <summary>A node whose torture clients did not answer, and why.</summary>
+public sealed record TortureLostView(string Node, int Clients, string Reason);
 
 /// <summary>An error body.</summary>
 public sealed record LockError(string Error);
@@ -71,7 +82,8 @@ public static class LockEndpoints
 
             var manager = await locks.Manager;
             var result = await manager.RunTortureAsync(c, i, TimeSpan.FromSeconds(Math.Clamp(timeoutSeconds ?? 300, 1, 3600)));
-            return Results.Json(new TortureView(result.Expected, result.Found, result.Ok, result.Elapsed.TotalSeconds, result.Nodes.Select(n => new TortureNodeView(n.NodeId, n.Increments, n.Error)).ToList()));
+            return Results.Json(new TortureView(result.Expected, result.Found, result.Ok, result.Elapsed.TotalSeconds, result.Nodes.Select(n => new TortureNodeView(n.NodeId, n.Increments, n.Error)).ToList(),
+                result.Lost.Select(l => new TortureLostView(l.Node, l.Clients, l.Reason)).ToList(), result.LostMaximum, result.Resource));
         });
 
         // Callers inside this node (lockstep lock bench --callers in-node). The request runs for its warm-up and window

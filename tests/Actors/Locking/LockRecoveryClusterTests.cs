@@ -287,6 +287,54 @@ public sealed class LockRecoveryClusterTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task Cluster_torture_returns_when_a_member_dies_mid_run_and_reports_its_clients_lost()
+    {
+        var cluster = new ThreeNodeCluster { ExtraHocon = Hocon };
+        await cluster.InitializeAsync();
+        try
+        {
+            // Long enough that n3's clients are still at it when it dies; the survivors' share ends the run.
+            const int Clients = 6, Iterations = 400;
+            var timeout = TimeSpan.FromSeconds(120);
+            var run = cluster.Managers[0].RunTortureAsync(Clients, Iterations, timeout);
+
+            // The counter has been written a few times and n3 holds or waits for it: its clients are mid-run.
+            var deadline = DateTime.UtcNow + Patience;
+            LockResourceDump? counter = null;
+            while (counter is not { LvbSeq: >= 20 } || !counter.Granted.Concat(counter.Waiting).Any(l => l.NodeId == "n3"))
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"n3's torture clients were not seen on the counter within {Patience} (last seq {counter?.LvbSeq})");
+                Assert.False(run.IsCompleted, "the torture ended before n3 could be stopped mid-run: raise Iterations");
+                var dump = await cluster.Managers[0].DumpLockspaceAsync("torture");
+                counter = dump.Resources.FirstOrDefault(r => r.EntityId.Contains("/counter-", StringComparison.Ordinal));
+                await Task.Delay(20);
+            }
+
+            var events = Collect(await cluster.Managers[0].OpenLockspaceAsync("watch"));
+            var victim = Cluster.Get(cluster.Systems[2]).SelfAddress;
+            var clock = Stopwatch.StartNew();
+            await cluster.Systems[2].Terminate();
+            await Next(events, RecoveryStage.Prep, "recover_prep on n1 after n3 stopped");
+            Cluster.Get(cluster.Systems[0]).Down(victim);
+
+            // Before: the coordinator's Ask to n3's runner waited the whole timeout (+5 s) for an answer that died with n3.
+            var result = await run.WaitAsync(timeout / 2);
+            output.WriteLine($"returned {clock.Elapsed.TotalSeconds:F1} s after the stop; expected {result.Expected} found {result.Found}, lost {string.Join("; ", result.Lost)}; nodes {string.Join("; ", result.Nodes)}");
+            var lost = Assert.Single(result.Lost);
+            Assert.Equal((victim.ToString(), Clients / 3), (lost.Node, lost.Clients));
+            Assert.Contains("left the cluster", lost.Reason);
+            Assert.Equal(["n1", "n2"], result.Nodes.Select(n => n.NodeId));
+            Assert.All(result.Nodes, n => Assert.Equal((string.Empty, (long)Clients / 3 * Iterations), (n.Error, n.Increments)));
+            Assert.Equal(Clients / 3 * Iterations, result.LostMaximum);
+            Assert.True(result.Ok, $"the counter holds the survivors' {result.Expected} increments plus at most {result.LostMaximum} of n3's: found {result.Found}");
+        }
+        finally
+        {
+            await cluster.DisposeAsync();
+        }
+    }
+
     /// <summary>Stops n3, downs it from n1 once n1 noticed, and waits for recover_done on both survivors.</summary>
     private static async Task KillN3AndRecoverAsync(ThreeNodeCluster cluster, Channel<LockspaceRecoveryEvent> eventsA, Channel<LockspaceRecoveryEvent> eventsB)
     {
