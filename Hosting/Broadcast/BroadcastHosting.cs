@@ -1,6 +1,7 @@
 using Akka.Hosting;
 using Lockstep.Actors.Broadcast;
 using Lockstep.Hosting.Locking;
+using Lockstep.Hosting.Node;
 using Prometheus;
 
 namespace Lockstep.Hosting.Broadcast;
@@ -27,10 +28,22 @@ public sealed class BroadcastService
 /// <summary>One-line hooks that plug the broadcast into a node (see <c>NodeModules</c>).</summary>
 public static class BroadcastHosting
 {
-    /// <summary>Registers <see cref="BroadcastOptions"/> (section <c>Lockstep:Broadcast</c>) and <see cref="BroadcastService"/>.</summary>
-    public static IServiceCollection AddLockstepBroadcast(this IServiceCollection services)
+    /// <summary>
+    /// Registers <see cref="BroadcastOptions"/> (section <c>Lockstep:Broadcast</c>; a relative <c>OrderLog</c> is under
+    /// the node's data directory) and <see cref="BroadcastService"/>.
+    /// </summary>
+    public static IServiceCollection AddLockstepBroadcast(this IServiceCollection services, LockstepOptions node)
     {
-        services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection(BroadcastOptions.SectionName).Get<BroadcastOptions>() ?? new BroadcastOptions());
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<IConfiguration>().GetSection(BroadcastOptions.SectionName).Get<BroadcastOptions>() ?? new BroadcastOptions();
+            if (options.OrderLog is { Length: > 0 } log && !Path.IsPathRooted(log))
+            {
+                options.OrderLog = Path.Combine(node.DataDirectory, log);
+            }
+
+            return options;
+        });
         services.AddSingleton<BroadcastService>();
         return services;
     }

@@ -31,7 +31,7 @@ internal static class NodeModules
         services.AddLockstepVolumes(options);
         services.AddLockstepLocking(options);
         services.AddLockstepMessaging();
-        services.AddLockstepBroadcast();
+        services.AddLockstepBroadcast(options);
         services.AddLockstepNbd(nbd => (nbd.Host, nbd.Port) = (options.Nbd.Host, options.Nbd.Port));
     }
 

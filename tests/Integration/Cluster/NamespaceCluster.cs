@@ -42,6 +42,9 @@ public sealed class NamespaceCluster : IAsyncDisposable
 
     public string Ip(int node) => $"{_subnet}.{11 + node}";
 
+    /// <summary>The data directory of node <paramref name="node"/> (its <c>--data</c>).</summary>
+    public string DataDirectory(int node) => _data[node];
+
     /// <summary>Management HTTP address of node <paramref name="node"/> (gRPC is on the port + 1000).</summary>
     public string Http(int node) => $"http://{Ip(node)}:{HttpPort}";
 
