@@ -150,12 +150,12 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
         {
             if (!HeldForRecovery(m.LockId, m.Flags, LockOperation.Convert))
             {
-                Run(State(0)?.Convert(m.LockId, m.Mode, m.Flags, m.Lvb, Timeout(m.TimeoutMs), Now), m.LockId, LockOperation.Convert);
+                Run(_state?.Convert(m.LockId, m.Mode, m.Flags, m.Lvb, Timeout(m.TimeoutMs), Now), m.LockId, LockOperation.Convert);
             }
         });
         Receive<UnlockLock>(m =>
         {
-            var effects = Suspended(State(0))?.Unlock(m.LockId, m.Flags, m.Lvb);
+            var effects = Suspended(_state)?.Unlock(m.LockId, m.Flags, m.Lvb);
             if (m.AnsweredByClient && effects is not null)
             {
                 // The caller already has its Unlocked; only a refusal (or other locks' grants) goes out.
@@ -164,7 +164,11 @@ internal sealed class LockResourceActor : ReceiveActor, IWithTimers, IWithUnboun
 
             Run(effects, m.LockId, LockOperation.Unlock);
         });
-        Receive<CancelLock>(m => Run(Suspended(State(0))?.Cancel(m.LockId), m.LockId, LockOperation.Cancel));
+        // Only a request or a re-assertion creates the resource, with the LVB length they carry. A conversion, unlock or
+        // cancel reaching a resource that has no state names a lock it cannot have (a late copy after a passivation or a
+        // remaster): answered Invalid. Creating the state here gave it the default LVB length, and every later request
+        // with the lockspace's own length was refused Invalid until the resource passivated.
+        Receive<CancelLock>(m => Run(Suspended(_state)?.Cancel(m.LockId), m.LockId, LockOperation.Cancel));
         Receive<PurgeLockOwner>(m =>
         {
             if (_state is null)
