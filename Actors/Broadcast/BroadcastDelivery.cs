@@ -25,8 +25,15 @@ public sealed class BroadcastDelivery : IDisposable
     private ImmutableArray<Func<DeliveredMessage, CancellationToken, Task>> _handlers = [];
     private long _handlerFailures;
 
-    public BroadcastDelivery(string nodeId, TimeSpan handlerTimeout, string? orderLogPath)
+    private readonly Func<string, Guid, Task<ClusterMessage>> _loadPayload;
+
+    /// <param name="nodeId">This node's id (in ping records).</param>
+    /// <param name="handlerTimeout">How long one subscriber may take per message.</param>
+    /// <param name="orderLogPath">Where to append the order log, or null.</param>
+    /// <param name="loadPayload">Loads a message a round carries as a <see cref="StoredPayloadReference"/> (stream, key).</param>
+    public BroadcastDelivery(string nodeId, TimeSpan handlerTimeout, string? orderLogPath, Func<string, Guid, Task<ClusterMessage>> loadPayload)
     {
+        _loadPayload = loadPayload;
         _nodeId = nodeId;
         _handlerTimeout = handlerTimeout;
         if (!string.IsNullOrEmpty(orderLogPath))
@@ -55,7 +62,8 @@ public sealed class BroadcastDelivery : IDisposable
     {
         for (var i = 0; i < round.Messages.Count; i++)
         {
-            var delivered = new DeliveredMessage(stream, round.Seq, i, round.Origin, round.Messages[i]);
+            var message = round.Messages[i] is StoredPayloadReference stored ? await _loadPayload(stream, stored.Key) : round.Messages[i];
+            var delivered = new DeliveredMessage(stream, round.Seq, i, round.Origin, message);
             var started = Stopwatch.GetTimestamp();
             foreach (var handler in _handlers)
             {

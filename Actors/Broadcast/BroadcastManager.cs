@@ -32,10 +32,16 @@ public sealed class BroadcastManager
     private readonly string _nodeId;
     private readonly int _maxMessageBytes;
 
-    private BroadcastManager(ActorSystem system, IActorRef node, string nodeId, BroadcastOptions options, BroadcastDelivery delivery)
+    /// <summary>Largest message this node sends: stored payloads are kept in memory by their store and the journal.</summary>
+    public const int MaxStoredMessageBytes = 1 << 20;
+
+    private readonly IActorRef _payloads;
+
+    private BroadcastManager(ActorSystem system, IActorRef node, IActorRef payloads, string nodeId, BroadcastOptions options, BroadcastDelivery delivery)
     {
         _system = system;
         _node = node;
+        _payloads = payloads;
         _nodeId = nodeId;
         Options = options;
         Delivery = delivery;
@@ -53,9 +59,10 @@ public sealed class BroadcastManager
     public static BroadcastManager Start(ActorSystem system, ILockManager locks, BroadcastOptions options)
     {
         options.Validate();
-        var delivery = new BroadcastDelivery(locks.NodeId, options.HandlerTimeout, options.OrderLog);
+        var payloads = BroadcastPayloadEntity.StartRegion(system);
+        var delivery = new BroadcastDelivery(locks.NodeId, options.HandlerTimeout, options.OrderLog, (stream, key) => LoadPayloadAsync(payloads, stream, key, options));
         var node = system.ActorOf(BroadcastNodeActor.Props(locks, options, delivery), ActorName);
-        return new BroadcastManager(system, node, locks.NodeId, options, delivery);
+        return new BroadcastManager(system, node, payloads, locks.NodeId, options, delivery);
     }
 
     /// <summary>Delivers every message this node processes to <paramref name="handler"/>; see <see cref="BroadcastDelivery.Subscribe"/>.</summary>
@@ -75,10 +82,25 @@ public sealed class BroadcastManager
             throw new ArgumentException(error, nameof(stream));
         }
 
-        var bytes = BroadcastWire.EncodedLength(message);
+        if (message is StoredPayloadReference)
+        {
+            throw new ArgumentException("a stored payload reference is the broadcast's own; send the message itself", nameof(message));
+        }
+
+        var bytes = EncodedLengthOrLarge(message);
         if (bytes > _maxMessageBytes)
         {
-            throw new ArgumentException($"a {message.Type} message of {bytes} bytes does not fit one round ({_maxMessageBytes} bytes at most)", nameof(message));
+            // Too large for the LVB: stored durably first, and the round carries its key (ARCHITECTURE.md, Ordered broadcast).
+            var body = BroadcastWire.EncodeMessage(message);
+            if (body.Length > MaxStoredMessageBytes)
+            {
+                throw new ArgumentException($"a {message.Type} message of {body.Length} bytes is larger than {MaxStoredMessageBytes} bytes", nameof(message));
+            }
+
+            var key = Guid.NewGuid();
+            await _payloads.Ask<BroadcastPayloadStored>(new StoreBroadcastPayload(stream, key, body), Options.GatherTimeout * Options.GatherAttempts, cancellationToken);
+            message = new StoredPayloadReference(key, body.Length);
+            bytes = BroadcastWire.EncodedLength(message);
         }
 
         var done = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -160,6 +182,32 @@ public sealed class BroadcastManager
         }));
         return new BroadcastPingResult(stream, seq, completion, answers.Where(a => a.Item2 is not null).Select(a => a.Item2!).OrderBy(p => p.NodeId, StringComparer.Ordinal).ToList(),
             answers.Where(a => a.Item2 is null).Select(a => a.address.ToString()).ToList());
+    }
+
+    /// <summary>A message's bytes in a round, or int.MaxValue when its body does not even fit a round's length field.</summary>
+    private static int EncodedLengthOrLarge(ClusterMessage message)
+    {
+        var length = BroadcastWire.EncodeMessage(message).Length + 2;
+        return length > ushort.MaxValue ? int.MaxValue : length;
+    }
+
+    /// <summary>Loads a stored payload for delivery, asking again while its store moves (a node died), within the gather bound.</summary>
+    private static async Task<ClusterMessage> LoadPayloadAsync(IActorRef payloads, string stream, Guid key, BroadcastOptions options)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                var answer = await payloads.Ask<BroadcastPayload>(new GetBroadcastPayload(stream, key), options.GatherTimeout);
+                return answer.Body is { } body
+                    ? BroadcastWire.DecodeMessage(body)
+                    : throw new BroadcastException($"stream '{stream}': stored payload {key} is gone", unknown: false);
+            }
+            catch (AskTimeoutException) when (attempt < options.GatherAttempts)
+            {
+                // The store's shard is moving to a survivor; it answers once it has recovered from the journal.
+            }
+        }
     }
 
     private List<Address> UpMembers() =>

@@ -64,3 +64,18 @@ public sealed record GetPingTime(string Origin, long Tag) : IBroadcastProtocol;
 /// the same process, else null) and how long its handlers took. Found false when the node never delivered it.
 /// </summary>
 public sealed record PingTime(string NodeId, long Tag, bool Found, long Seq, double HandlerMicros, DateTimeOffset DeliveredAt) : IBroadcastProtocol;
+
+/// <summary>Stores a payload too large for a round's LVB under <paramref name="Key"/> (sharded by stream); answered <see cref="BroadcastPayloadStored"/> once persisted.</summary>
+public sealed record StoreBroadcastPayload(string EntityId, Guid Key, byte[] Body) : IBroadcastProtocol, IWithEntityId;
+
+/// <summary>The payload <paramref name="Key"/> is in the journal.</summary>
+public sealed record BroadcastPayloadStored(Guid Key) : IBroadcastProtocol;
+
+/// <summary>Asks for a stored payload.</summary>
+public sealed record GetBroadcastPayload(string EntityId, Guid Key) : IBroadcastProtocol, IWithEntityId;
+
+/// <summary>A stored payload; <paramref name="Body"/> is null when the store does not have it (any more).</summary>
+public sealed record BroadcastPayload(Guid Key, byte[]? Body) : IBroadcastProtocol;
+
+/// <summary>The journal event of <see cref="StoreBroadcastPayload"/>.</summary>
+public sealed record BroadcastPayloadRecorded(Guid Key, byte[] Body) : IBroadcastProtocol;

@@ -156,24 +156,25 @@ public static class BroadcastWire
         return completed < 0 ? null : new TokenRecord(completed, (BinaryPrimitives.ReadUInt16LittleEndian(lvb[6..]) & 1) != 0);
     }
 
-    /// <summary>Encodes one message on its own (type, length, body), e.g. for a gather answer.</summary>
+    /// <summary>Encodes one message on its own (type, then the body to the end): what a stored payload holds.</summary>
     public static byte[] EncodeMessage(ClusterMessage message)
     {
         var body = Body(message);
-        var buffer = new byte[4 + body.Length];
+        var buffer = new byte[2 + body.Length];
         BinaryPrimitives.WriteUInt16LittleEndian(buffer, (ushort)message.Type);
-        BinaryPrimitives.WriteUInt16LittleEndian(buffer.AsSpan(2), (ushort)body.Length);
-        body.CopyTo(buffer, 4);
+        body.CopyTo(buffer, 2);
         return buffer;
     }
 
     /// <summary>Reads what <see cref="EncodeMessage"/> wrote.</summary>
     public static ClusterMessage DecodeMessage(ReadOnlySpan<byte> bytes)
     {
-        var reader = new Reader(bytes);
-        var type = reader.U16();
-        var message = DecodeBody(type, reader.Bytes(reader.U16()));
-        return reader.AtEnd ? message : throw new FormatException("message has trailing bytes");
+        if (bytes.Length < 2)
+        {
+            throw new FormatException("a stored message needs at least its type");
+        }
+
+        return DecodeBody(BinaryPrimitives.ReadUInt16LittleEndian(bytes), bytes[2..]);
     }
 
     private static byte[] Body(ClusterMessage message)
@@ -218,6 +219,10 @@ public static class BroadcastWire
             case UnknownClusterMessage m:
                 body.AddRange(m.Body);
                 break;
+            case StoredPayloadReference m:
+                body.AddRange(m.Key.ToByteArray());
+                AppendI64(body, m.Length);
+                break;
             default:
                 throw new ArgumentException($"cannot encode {message.GetType().Name} ({message.Type})", nameof(message));
         }
@@ -239,6 +244,7 @@ public static class BroadcastWire
             ClusterMessageType.BitmapNeedsSync => new BitmapNeedsSyncMessage(r.String(), checked((int)r.I64())),
             ClusterMessageType.ChangeCapacity => new ChangeCapacityMessage(r.String(), r.I64()),
             var t when VolumeCommandMessage.IsCommand(t) => new VolumeCommandMessage(t, r.String()),
+            (ClusterMessageType)StoredPayloadReference.WireType => new StoredPayloadReference(r.Guid(), checked((int)r.I64())),
             _ => new UnknownClusterMessage(rawType, body.ToArray()),
         };
 

@@ -95,3 +95,18 @@ public sealed record UnknownClusterMessage(ushort RawType, byte[] Body) : Cluste
 {
     public override ClusterMessageType Type => (ClusterMessageType)RawType;
 }
+
+/// <summary>
+/// What a round carries in place of a message too large for the LVB: the key under which the sender stored the
+/// encoded message durably (<see cref="StoreBroadcastPayload"/>) before it published the round. Receivers load it and
+/// deliver the message itself; subscribers never see this type.
+/// </summary>
+/// <param name="Key">The payload's key in its stream's payload store.</param>
+/// <param name="Length">Bytes of the encoded message.</param>
+public sealed record StoredPayloadReference(Guid Key, int Length) : ClusterMessage
+{
+    /// <summary>The wire number of a reference; outside the numbered types, which stay below it.</summary>
+    public const ushort WireType = 0xFFFF;
+
+    public override ClusterMessageType Type => (ClusterMessageType)WireType;
+}

@@ -40,6 +40,7 @@ internal static class ServeStartup
         ?? CheckLockTransport(configuration[LockTransportKey])
         ?? CheckChoice("Nbd:ReceiveLoop", configuration["Lockstep:Nbd:ReceiveLoop"], "epoll", "sockets")
         ?? CheckWholeNumber("Nbd:ReceiveThreads", configuration["Lockstep:Nbd:ReceiveThreads"], 0, 64)
+        ?? CheckFencing(options.Cluster.FenceTimeout, options.Cluster.StableAfter, configuration[RetiredFenceKey])
         ?? (options.Cluster.RetryGate <= TimeSpan.Zero ? $"Cluster:RetryGate must be positive, not {options.Cluster.RetryGate}" : null)
         ?? CheckPortRange("remoting", "--port", options.Cluster.Port)
         ?? CheckPortRange("HTTP", "--http-port", options.Http.Port)
@@ -56,6 +57,24 @@ internal static class ServeStartup
         !string.IsNullOrEmpty(nodeId) && nodeId.Length <= 64 && nodeId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-')
             ? null
             : $"--node-id must be 1 to 64 letters, digits, '.', '_' or '-', not '{nodeId}'";
+
+    /// <summary>Where the fence timeout was read before it had one place (<c>Lockstep:Cluster:FenceTimeout</c>).</summary>
+    public const string RetiredFenceKey = "Lockstep:Locking:FenceTimeout";
+
+    /// <summary>
+    /// The fence timeout is one setting, <c>Lockstep:Cluster:FenceTimeout</c>, and must be positive and shorter than the
+    /// resolver's <c>StableAfter</c>: a cut-off node must have stopped its locks and disks before the majority downs it
+    /// and recovers its slots. The old key is refused rather than ignored, so a configuration that set it learns where
+    /// the value went.
+    /// </summary>
+    public static string? CheckFencing(TimeSpan fenceTimeout, TimeSpan stableAfter, string? retiredValue) =>
+        retiredValue is not null
+            ? $"Lockstep:Locking:FenceTimeout is no longer read; set Lockstep:Cluster:FenceTimeout (env Lockstep__Cluster__FenceTimeout) instead"
+            : fenceTimeout <= TimeSpan.Zero
+                ? $"Cluster:FenceTimeout must be positive, not {fenceTimeout}"
+                : fenceTimeout >= stableAfter
+                    ? $"Cluster:FenceTimeout ({fenceTimeout.TotalMilliseconds:0} ms) must be shorter than Cluster:StableAfter ({stableAfter.TotalMilliseconds:0} ms): a cut-off node must fence itself before the majority downs it and recovers its slots"
+                    : null;
 
     /// <summary>The configuration key of the DLM's transport (env <c>Lockstep__Locking__Transport</c>).</summary>
     public const string LockTransportKey = "Lockstep:Locking:Transport";

@@ -47,6 +47,8 @@ public static class LockingHosting
         {
             var locking = sp.GetRequiredService<IConfiguration>().GetSection(LockingOptions.SectionName).Get<LockingOptions>() ?? new LockingOptions();
             locking.NodeId = options.NodeId;
+            // One fence timeout for the node: the cluster section's (ServeStartup.CheckFencing keeps it below StableAfter).
+            locking.FenceTimeout = options.Cluster.FenceTimeout;
             return locking;
         });
         services.AddSingleton<LockingService>();

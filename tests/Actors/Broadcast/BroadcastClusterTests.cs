@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using Lockstep.Actors.Broadcast;
 using Lockstep.Actors.Tests.Locking;
 using Lockstep.Contracts.Broadcast;
@@ -8,11 +9,26 @@ using Xunit.Abstractions;
 namespace Lockstep.Actors.Tests.Broadcast;
 
 /// <summary>The broadcast on three in-process members: one order per stream on every node, every message once.</summary>
-public sealed class BroadcastClusterTests : IClassFixture<ThreeNodeCluster>
+public sealed class BroadcastClusterTests : IClassFixture<ThreeNodeCluster>, IDisposable
 {
     private readonly ThreeNodeCluster _cluster;
 
+    /// <summary>One broadcast per member for every test of the class (its actor name is fixed per actor system).</summary>
+    private static readonly ConditionalWeakTable<ThreeNodeCluster, BroadcastManager[]> Started = [];
+
     private readonly ITestOutputHelper _output;
+    private readonly List<IDisposable> _subscriptions = [];
+
+    public void Dispose() => _subscriptions.ForEach(s => s.Dispose());
+
+    private BroadcastManager[] Managers()
+    {
+        lock (Started)
+        {
+            return Started.GetValue(_cluster, c => Enumerable.Range(0, 3)
+                .Select(i => BroadcastManager.Start(c.Systems[i], c.Managers[i], new BroadcastOptions { Lockspace = "bcast-test", MaxBatch = 8 })).ToArray());
+        }
+    }
 
     public BroadcastClusterTests(ThreeNodeCluster cluster, ITestOutputHelper output) => (_cluster, _output) = (cluster, output);
 
@@ -22,11 +38,11 @@ public sealed class BroadcastClusterTests : IClassFixture<ThreeNodeCluster>
         const int perNode = 150;
         string[] streams = ["order-a", "order-b", "order-c"];
         var logs = new ConcurrentDictionary<(int Node, string Stream), ConcurrentQueue<string>>();
-        var managers = Enumerable.Range(0, 3).Select(i => BroadcastManager.Start(_cluster.Systems[i], _cluster.Managers[i], new BroadcastOptions { Lockspace = "bcast-order", MaxBatch = 8 })).ToArray();
+        var managers = Managers();
         for (var i = 0; i < 3; i++)
         {
             var node = i;
-            managers[i].Subscribe((m, _) =>
+            _subscriptions.Add(managers[i].Subscribe((m, _) =>
             {
                 if (m.Message is NoopMessage noop)
                 {
@@ -34,7 +50,7 @@ public sealed class BroadcastClusterTests : IClassFixture<ThreeNodeCluster>
                 }
 
                 return Task.CompletedTask;
-            });
+            }));
         }
 
         var joined = await managers[0].JoinEverywhereAsync(streams, TimeSpan.FromSeconds(60));
@@ -71,5 +87,34 @@ public sealed class BroadcastClusterTests : IClassFixture<ThreeNodeCluster>
 
         var ping = await managers[2].PingAsync(BroadcastOptions.GlobalStream, TimeSpan.FromSeconds(30));
         Assert.Equal(3, ping.Nodes.Count(p => p.Found));
+    }
+
+    [Fact]
+    public async Task A_message_larger_than_the_lvb_is_stored_first_and_delivered_whole_everywhere()
+    {
+        var body = new byte[20_000];
+        Random.Shared.NextBytes(body);
+        var received = new ConcurrentDictionary<int, byte[]>();
+        var managers = Managers();
+        for (var i = 0; i < 3; i++)
+        {
+            var node = i;
+            _subscriptions.Add(managers[i].Subscribe((m, _) =>
+            {
+                if (m.Stream == "large" && m.Message is UnknownClusterMessage { RawType: 999 } big)
+                {
+                    received[node] = big.Body;
+                }
+
+                return Task.CompletedTask;
+            }));
+        }
+
+        Assert.All(await managers[0].JoinEverywhereAsync(["large"], TimeSpan.FromSeconds(60)), j => Assert.Null(j.Error));
+        await managers[1].BroadcastAsync("large", new UnknownClusterMessage(999, body)).WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(3, received.Count);
+        Assert.All(received.Values, b => Assert.Equal(body, b));
+        await Assert.ThrowsAsync<ArgumentException>(() => managers[0].BroadcastAsync("large", new StoredPayloadReference(Guid.NewGuid(), 1)));
     }
 }

@@ -126,4 +126,20 @@ public sealed class ServeStartupTests
         Assert.Equal("cannot start: a port is already in use (Failed to bind to [127.0.0.1:4054]. See inner)", ServeStartup.Describe(busy));
         Assert.Equal("cannot start: disk full", ServeStartup.Describe(new IOException("disk full")));
     }
+
+    [Theory]
+    [InlineData(700, 1000, null, true)]
+    [InlineData(1000, 1000, null, false)]
+    [InlineData(1500, 1000, null, false)]
+    [InlineData(0, 1000, null, false)]
+    [InlineData(500, 1000, "00:00:00.5", false)]
+    public void The_fence_timeout_is_one_setting_below_stable_after(int fenceMs, int stableMs, string? retired, bool accepted)
+    {
+        var problem = ServeStartup.CheckFencing(TimeSpan.FromMilliseconds(fenceMs), TimeSpan.FromMilliseconds(stableMs), retired);
+        Assert.Equal(accepted, problem is null);
+        if (problem is not null)
+        {
+            Assert.Contains("Cluster:FenceTimeout", problem, StringComparison.Ordinal);
+        }
+    }
 }

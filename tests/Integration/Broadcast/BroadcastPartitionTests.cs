@@ -27,7 +27,6 @@ public sealed class BroadcastPartitionTests(ITestOutputHelper output) : IAsyncLi
         ["Lockstep__Http__AllowWrite"] = "true",
         ["Lockstep__Cluster__StableAfter"] = "00:00:03",
         ["Lockstep__Cluster__FenceTimeout"] = "00:00:01",
-        ["Lockstep__Locking__FenceTimeout"] = "00:00:01",
     }, TimeSpan.FromSeconds(120));
 
     public async Task DisposeAsync() => await _cluster.DisposeAsync();

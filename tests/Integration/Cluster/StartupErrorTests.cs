@@ -60,6 +60,21 @@ public sealed class StartupErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task A_fence_timeout_not_below_stable_after_exits_2_with_one_line()
+    {
+        var free = FreePorts.Take(3);
+        var outcome = await ChildProcess.RunAsync(
+            Repo.Lockstep,
+            ["serve", "--data", data, "--port", $"{free[0]}", "--http-port", $"{free[1]}", "--nbd-port", $"{free[2]}"],
+            TimeSpan.FromSeconds(30),
+            new Dictionary<string, string> { ["Lockstep__Cluster__FenceTimeout"] = "00:00:02", ["Lockstep__Cluster__StableAfter"] = "00:00:02" });
+        Assert.Equal(2, outcome.ExitCode);
+        Assert.Equal(
+            "lockstep: Cluster:FenceTimeout (2000 ms) must be shorter than Cluster:StableAfter (2000 ms): a cut-off node must fence itself before the majority downs it and recovers its slots",
+            Assert.Single(outcome.StderrLines));
+    }
+
+    [Fact]
     public async Task A_bad_seed_is_one_line()
     {
         var free = FreePorts.Take(3);

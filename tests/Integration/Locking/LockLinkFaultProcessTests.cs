@@ -56,7 +56,6 @@ public sealed partial class LockLinkFaultProcessTests(ITestOutputHelper output) 
         ["Lockstep__Locking__Transport"] = "reliable",
         ["Lockstep__Cluster__StableAfter"] = NamespaceCluster.ResolverHeldOffFor(FaultTime),
         ["Lockstep__Cluster__FenceTimeout"] = "00:00:10",
-        ["Lockstep__Locking__FenceTimeout"] = "00:00:10",
     }, TimeSpan.FromSeconds(120));
 
     public async Task DisposeAsync()

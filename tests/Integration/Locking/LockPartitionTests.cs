@@ -75,7 +75,6 @@ public sealed class LockPartitionTests(ITestOutputHelper output) : IAsyncLifetim
                 // the cut. The fence stays well inside it.
                 ["Lockstep__Cluster__StableAfter"] = "00:00:03",
                 ["Lockstep__Cluster__FenceTimeout"] = "00:00:01",
-                ["Lockstep__Locking__FenceTimeout"] = "00:00:01",
             });
             if (i == 1)
             {
