@@ -70,15 +70,15 @@ public static class BroadcastHosting
 
 /// <summary>
 /// The broadcast's numbers in <c>/metrics</c>, read from this node's streams right before each scrape (at most 2 s;
-/// a scrape during a stall shows the previous values).
+/// a scrape during a stall shows the previous values): counters for what only grows, gauges for in flight and latency.
 /// </summary>
 internal static class BroadcastMetrics
 {
-    private static readonly Gauge Sent = Metrics.CreateGauge("lockstep_broadcast_sent_messages", "Messages this node submitted, by stream and type.", new GaugeConfiguration { LabelNames = ["stream", "type"] });
-    private static readonly Gauge Delivered = Metrics.CreateGauge("lockstep_broadcast_delivered_messages", "Messages this node processed, by stream and type.", new GaugeConfiguration { LabelNames = ["stream", "type"] });
-    private static readonly Gauge Rounds = Metrics.CreateGauge("lockstep_broadcast_rounds", "Rounds by stream and kind: published (own), healed (republished after a death), delivered.", new GaugeConfiguration { LabelNames = ["stream", "kind"] });
+    private static readonly Counter Sent = Metrics.CreateCounter("lockstep_broadcast_sent_messages_total", "Messages this node submitted, by stream and type.", new CounterConfiguration { LabelNames = ["stream", "type"] });
+    private static readonly Counter Delivered = Metrics.CreateCounter("lockstep_broadcast_delivered_messages_total", "Messages this node processed, by stream and type.", new CounterConfiguration { LabelNames = ["stream", "type"] });
+    private static readonly Counter Rounds = Metrics.CreateCounter("lockstep_broadcast_rounds_total", "Rounds by stream and kind: published (own), healed (republished after a death), delivered.", new CounterConfiguration { LabelNames = ["stream", "kind"] });
     private static readonly Gauge InFlight = Metrics.CreateGauge("lockstep_broadcast_in_flight", "Messages submitted here and not yet processed everywhere.", new GaugeConfiguration { LabelNames = ["stream"] });
-    private static readonly Gauge Anomalies = Metrics.CreateGauge("lockstep_broadcast_anomalies", "Gaps (rounds missed by a live node; must stay 0), failed broadcasts, gathers.", new GaugeConfiguration { LabelNames = ["stream", "kind"] });
+    private static readonly Counter Anomalies = Metrics.CreateCounter("lockstep_broadcast_anomalies_total", "Gaps (rounds missed by a live node; must stay 0), failed broadcasts, gathers.", new CounterConfiguration { LabelNames = ["stream", "kind"] });
     private static readonly Gauge Completion = Metrics.CreateGauge("lockstep_broadcast_completion_seconds", "Submission to processed-everywhere, p50 and p99 of the last 4096.", new GaugeConfiguration { LabelNames = ["stream", "quantile"] });
     private static int registered;
 
@@ -110,21 +110,21 @@ internal static class BroadcastMetrics
             {
                 foreach (var (type, count) in s.SentByType)
                 {
-                    Sent.WithLabels(s.Stream, type).Set(count);
+                    Sent.WithLabels(s.Stream, type).IncTo(count);
                 }
 
                 foreach (var (type, count) in s.DeliveredByType)
                 {
-                    Delivered.WithLabels(s.Stream, type).Set(count);
+                    Delivered.WithLabels(s.Stream, type).IncTo(count);
                 }
 
-                Rounds.WithLabels(s.Stream, "published").Set(s.RoundsSent);
-                Rounds.WithLabels(s.Stream, "healed").Set(s.RoundsHealed);
-                Rounds.WithLabels(s.Stream, "delivered").Set(s.RoundsDelivered);
+                Rounds.WithLabels(s.Stream, "published").IncTo(s.RoundsSent);
+                Rounds.WithLabels(s.Stream, "healed").IncTo(s.RoundsHealed);
+                Rounds.WithLabels(s.Stream, "delivered").IncTo(s.RoundsDelivered);
                 InFlight.WithLabels(s.Stream).Set(s.InFlight);
-                Anomalies.WithLabels(s.Stream, "gaps").Set(s.Gaps);
-                Anomalies.WithLabels(s.Stream, "failed").Set(s.Failed);
-                Anomalies.WithLabels(s.Stream, "gathers").Set(s.Gathers);
+                Anomalies.WithLabels(s.Stream, "gaps").IncTo(s.Gaps);
+                Anomalies.WithLabels(s.Stream, "failed").IncTo(s.Failed);
+                Anomalies.WithLabels(s.Stream, "gathers").IncTo(s.Gathers);
                 Completion.WithLabels(s.Stream, "0.5").Set(s.CompletionP50Ms / 1000);
                 Completion.WithLabels(s.Stream, "0.99").Set(s.CompletionP99Ms / 1000);
             }

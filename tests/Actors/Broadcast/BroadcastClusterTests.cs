@@ -2,7 +2,9 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using Lockstep.Actors.Broadcast;
 using Lockstep.Actors.Tests.Locking;
+using Lockstep.Actors.Locking;
 using Lockstep.Contracts.Broadcast;
+using Lockstep.Contracts.Locking;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -116,5 +118,66 @@ public sealed class BroadcastClusterTests : IClassFixture<ThreeNodeCluster>, IDi
         Assert.Equal(3, received.Count);
         Assert.All(received.Values, b => Assert.Equal(body, b));
         await Assert.ThrowsAsync<ArgumentException>(() => managers[0].BroadcastAsync("large", new StoredPayloadReference(Guid.NewGuid(), 1)));
+    }
+
+    [Fact]
+    public async Task Cluster_operations_suspend_refresh_resume_everywhere_and_resume_after_a_failed_change()
+    {
+        var managers = Managers();
+        var seen = new ConcurrentDictionary<int, ConcurrentQueue<string>>();
+        for (var i = 0; i < 3; i++)
+        {
+            var node = i;
+            _subscriptions.Add(managers[i].Subscribe((m, _) =>
+            {
+                if (m.Stream == "clvmd" && m.Message is VolumeCommandMessage command)
+                {
+                    seen.GetOrAdd(node, _ => new ConcurrentQueue<string>()).Enqueue($"{command.Command} {command.Volume}");
+                }
+
+                return Task.CompletedTask;
+            }));
+        }
+
+        Assert.All(await managers[0].JoinEverywhereAsync(["clvmd"], TimeSpan.FromSeconds(60)), j => Assert.Null(j.Error));
+        var cluster = new ClusterOperations(_cluster.Systems[0], managers[0], _cluster.Managers[0]);
+        var changedWhileSuspended = false;
+        await cluster.RunSuspendedAsync("clvmd", "vm1", _ =>
+        {
+            // Every node processed SUSPEND before the change runs.
+            changedWhileSuspended = Enumerable.Range(0, 3).All(n => seen.TryGetValue(n, out var q) && q.LastOrDefault() == "Suspend vm1");
+            return Task.CompletedTask;
+        });
+        await Assert.ThrowsAsync<InvalidOperationException>(() => cluster.RunSuspendedAsync("clvmd", "vm2", _ => throw new InvalidOperationException("the change failed")));
+
+        Assert.True(changedWhileSuspended);
+        for (var node = 0; node < 3; node++)
+        {
+            Assert.Equal(["Suspend vm1", "Refresh vm1", "Resume vm1", "Suspend vm2", "Resume vm2"], seen[node].ToArray());
+        }
+
+        Assert.True(cluster.IsQuorate);
+        Assert.Equal(3, cluster.Nodes.Count);
+        Assert.Equal("n2", cluster.NodeId(cluster.NodeName("n2")!));
+        Assert.Equal(_cluster.Systems[0].Name, cluster.ClusterName);
+    }
+
+    [Fact]
+    public async Task Cluster_operations_sync_lock_takes_pw_and_cr_as_the_dlm_grants_them()
+    {
+        var managers = Managers();
+        var one = new ClusterOperations(_cluster.Systems[0], managers[0], _cluster.Managers[0]);
+        var two = new ClusterOperations(_cluster.Systems[1], managers[1], _cluster.Managers[1]);
+        var pw = await one.SyncLockAsync("vg-meta", LockMode.PW).WaitAsync(TimeSpan.FromSeconds(30));
+
+        // PW lets CR readers in and keeps a second PW out (clvmd's use of PW: change while others keep it cached).
+        var cr = await two.SyncLockAsync("vg-meta", LockMode.CR).WaitAsync(TimeSpan.FromSeconds(30));
+        var secondPw = await Assert.ThrowsAsync<LockRequestException>(() => two.SyncLockAsync("vg-meta", LockMode.PW, LockFlags.NoQueue));
+        Assert.Equal(LockStatus.WouldBlock, secondPw.Status);
+
+        await one.SyncUnlockAsync(pw);
+        await two.SyncConvertAsync(cr, LockMode.PW).WaitAsync(TimeSpan.FromSeconds(30));
+        await two.SyncUnlockAsync(cr);
+        await Assert.ThrowsAsync<ArgumentException>(() => two.SyncUnlockAsync(cr));
     }
 }
