@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Akka.Actor;
 using Akka.Cluster;
 using Lockstep.Actors.Locking;
+using Lockstep.Actors.Membership;
 using Lockstep.Contracts.Broadcast;
 
 namespace Lockstep.Actors.Broadcast;
@@ -87,7 +88,7 @@ public sealed class BroadcastManager
             throw new ArgumentException("a stored payload reference is the broadcast's own; send the message itself", nameof(message));
         }
 
-        var bytes = EncodedLengthOrLarge(message);
+        var bytes = BroadcastWire.EncodedLength(message);
         if (bytes > _maxMessageBytes)
         {
             // Too large for the LVB: stored durably first, and the round carries its key (ARCHITECTURE.md, Ordered broadcast).
@@ -122,21 +123,9 @@ public sealed class BroadcastManager
     }
 
     /// <summary>Asks every Up member to join <paramref name="streams"/>; one answer per member (a member that did not answer in time has an error).</summary>
-    public async Task<IReadOnlyList<StreamsJoined>> JoinEverywhereAsync(IReadOnlyList<string> streams, TimeSpan timeout)
-    {
-        var answers = await Task.WhenAll(UpMembers().Select(async address =>
-        {
-            try
-            {
-                return await Node(address).Ask<StreamsJoined>(new JoinStreams(streams), timeout);
-            }
-            catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
-            {
-                return new StreamsJoined(address.ToString(), streams, $"no answer within {timeout.TotalSeconds:0.#} s");
-            }
-        }));
-        return answers;
-    }
+    public async Task<IReadOnlyList<StreamsJoined>> JoinEverywhereAsync(IReadOnlyList<string> streams, TimeSpan timeout) =>
+        (await AskMembersAsync<StreamsJoined>(new JoinStreams(streams), timeout))
+            .Select(a => a.Answer ?? new StreamsJoined(a.Address.ToString(), streams, $"no answer within {timeout.TotalSeconds:0.#} s")).ToList();
 
     /// <summary>This node's statistics.</summary>
     public Task<BroadcastNodeStats> StatsAsync(TimeSpan timeout) => _node.Ask<BroadcastNodeStats>(GetBroadcastStats.Instance, timeout);
@@ -144,18 +133,8 @@ public sealed class BroadcastManager
     /// <summary>Every Up member's statistics; members that did not answer are listed by address.</summary>
     public async Task<(IReadOnlyList<BroadcastNodeStats> Nodes, IReadOnlyList<string> Missing)> ClusterStatsAsync(TimeSpan timeout)
     {
-        var answers = await Task.WhenAll(UpMembers().Select(async address =>
-        {
-            try
-            {
-                return (address, (BroadcastNodeStats?)await Node(address).Ask<BroadcastNodeStats>(GetBroadcastStats.Instance, timeout));
-            }
-            catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
-            {
-                return (address, null);
-            }
-        }));
-        return (answers.Where(a => a.Item2 is not null).Select(a => a.Item2!).ToList(), answers.Where(a => a.Item2 is null).Select(a => a.address.ToString()).ToList());
+        var answers = await AskMembersAsync<BroadcastNodeStats>(GetBroadcastStats.Instance, timeout);
+        return (answers.Answered(), answers.Missing());
     }
 
     /// <summary>
@@ -169,26 +148,8 @@ public sealed class BroadcastManager
         using var cancel = new CancellationTokenSource(timeout);
         var seq = await BroadcastAsync(stream, new NoopMessage(_nodeId, tag), cancel.Token);
         var completion = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        var answers = await Task.WhenAll(UpMembers().Select(async address =>
-        {
-            try
-            {
-                return (address, (PingTime?)await Node(address).Ask<PingTime>(new GetPingTime(_nodeId, tag), timeout));
-            }
-            catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
-            {
-                return (address, null);
-            }
-        }));
-        return new BroadcastPingResult(stream, seq, completion, answers.Where(a => a.Item2 is not null).Select(a => a.Item2!).OrderBy(p => p.NodeId, StringComparer.Ordinal).ToList(),
-            answers.Where(a => a.Item2 is null).Select(a => a.address.ToString()).ToList());
-    }
-
-    /// <summary>A message's bytes in a round, or int.MaxValue when its body does not even fit a round's length field.</summary>
-    private static int EncodedLengthOrLarge(ClusterMessage message)
-    {
-        var length = BroadcastWire.EncodeMessage(message).Length + 2;
-        return length > ushort.MaxValue ? int.MaxValue : length;
+        var answers = await AskMembersAsync<PingTime>(new GetPingTime(_nodeId, tag), timeout);
+        return new BroadcastPingResult(stream, seq, completion, answers.Answered().OrderBy(p => p.NodeId, StringComparer.Ordinal).ToList(), answers.Missing());
     }
 
     /// <summary>Loads a stored payload for delivery, asking again while its store moves (a node died), within the gather bound.</summary>
@@ -210,8 +171,8 @@ public sealed class BroadcastManager
         }
     }
 
-    private List<Address> UpMembers() =>
-        Cluster.Get(_system).State.Members.Where(m => m.Status is MemberStatus.Up or MemberStatus.WeaklyUp).Select(m => m.Address).ToList();
-
-    private ActorSelection Node(Address address) => _system.ActorSelection(new RootActorPath(address) / "user" / ActorName);
+    /// <summary>Asks every Up member's broadcast node actor.</summary>
+    private Task<IReadOnlyList<(Address Address, T? Answer)>> AskMembersAsync<T>(object message, TimeSpan timeout)
+        where T : class =>
+        MemberAsk.EachAsync<T>(_system, Cluster.Get(_system).State.Members.Where(m => m.Status is MemberStatus.Up or MemberStatus.WeaklyUp).Select(m => m.Address), ActorName, message, timeout);
 }

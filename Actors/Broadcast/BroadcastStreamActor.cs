@@ -3,6 +3,7 @@ using Akka.Actor;
 using Akka.Cluster;
 using Akka.Event;
 using Lockstep.Actors.Locking;
+using Lockstep.Actors.Membership;
 using Lockstep.Contracts.Broadcast;
 using Lockstep.Contracts.Locking;
 
@@ -33,8 +34,6 @@ internal sealed record GetStreamStats
 /// </summary>
 internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
 {
-    private const int LatenciesKept = 4096;
-
     /// <summary>How often a conversion answered Busy is asked again (50 ms apart) before the stream is rebuilt.</summary>
     private const int BusyRetries = 100;
 
@@ -45,14 +44,10 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
     private readonly string _nodeId;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly DeliveryCursor _cursor = new();
-    private readonly Dictionary<long, (TaskCompletionSource<long> Done, long Started, ClusterMessageType Type)> _callers = [];
+    private readonly Dictionary<long, (TaskCompletionSource<long> Done, long Started)> _callers = [];
     private readonly List<TaskCompletionSource> _joinWaiters = [];
     private readonly List<SubmitBroadcast> _beforeOpen = [];
-    private readonly Dictionary<string, long> _sentByType = [];
-    private readonly Dictionary<string, long> _deliveredByType = [];
-    private readonly double[] _latencies = new double[LatenciesKept];
-    private long _latencyCount;
-    private long _failed;
+    private readonly StreamStatistics _statistics = new();
     private long _nextId;
     private int _epoch;
     private bool _open;
@@ -113,7 +108,7 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
 
     protected override void PostStop()
     {
-        foreach (var (done, _, _) in _callers.Values)
+        foreach (var (done, _) in _callers.Values)
         {
             done.TrySetException(new BroadcastException($"stream '{_stream}' stopped", unknown: true));
         }
@@ -171,9 +166,8 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
         try
         {
             var effect = _sender.Submit(new PendingMessage(id, submit.Message, submit.Bytes));
-            _callers[id] = (submit.Done, Stopwatch.GetTimestamp(), submit.Message.Type);
-            var type = submit.Message.Type.ToString();
-            _sentByType[type] = _sentByType.GetValueOrDefault(type) + 1;
+            _callers[id] = (submit.Done, Stopwatch.GetTimestamp());
+            _statistics.Submitted(submit.Message);
             Apply(effect);
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidOperationException)
@@ -408,7 +402,7 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
                 {
                     if (_callers.Remove(id, out var caller))
                     {
-                        _failed++;
+                        _statistics.CallFailed();
                         caller.Done.TrySetException(new BroadcastException(fail.Reason, fail.Unknown));
                     }
                 }
@@ -464,7 +458,7 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
         {
             if (_callers.Remove(id, out var caller))
             {
-                _latencies[_latencyCount++ % LatenciesKept] = Stopwatch.GetElapsedTime(caller.Started, now).TotalMilliseconds;
+                _statistics.Completed(Stopwatch.GetElapsedTime(caller.Started, now));
                 caller.Done.TrySetResult(complete.Seq);
             }
         }
@@ -501,12 +495,7 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
 
     private void Deliver(Step step, BroadcastRound round)
     {
-        foreach (var message in round.Messages)
-        {
-            var type = message.Type.ToString();
-            _deliveredByType[type] = _deliveredByType.GetValueOrDefault(type) + 1;
-        }
-
+        _statistics.Delivering(round);
         var (delivery, stream) = (_delivery, _stream);
         Run(step, async () =>
         {
@@ -531,25 +520,13 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
                 var members = cluster.State.Members
                     .Where(m => m.Address != cluster.SelfAddress && m.Status is MemberStatus.Up or MemberStatus.WeaklyUp or MemberStatus.Leaving or MemberStatus.Joining)
                     .Select(m => m.Address).ToList();
-                var answers = await Task.WhenAll(members.Select(async address =>
+                var answers = await MemberAsk.EachAsync<StreamPosition>(system, members, BroadcastManager.ActorName, new GetStreamPosition(stream), options.GatherTimeout);
+                if (answers.Missing() is { Count: 0 })
                 {
-                    try
-                    {
-                        var node = system.ActorSelection(new RootActorPath(address) / "user" / BroadcastManager.ActorName);
-                        return (address, (StreamPosition?)await node.Ask<StreamPosition>(new GetStreamPosition(stream), options.GatherTimeout));
-                    }
-                    catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException or ActorNotFoundException)
-                    {
-                        return (address, null);
-                    }
-                }));
-
-                if (answers.All(a => a.Item2 is not null))
-                {
-                    return (IReadOnlyList<StreamPosition>)answers.Select(a => a.Item2!).ToList();
+                    return (IReadOnlyList<StreamPosition>)answers.Answered();
                 }
 
-                missing = string.Join(", ", answers.Where(a => a.Item2 is null).Select(a => a.address));
+                missing = string.Join(", ", answers.Missing());
                 await Task.Delay(TimeSpan.FromMilliseconds(500));
             }
 
@@ -588,13 +565,10 @@ internal sealed class BroadcastStreamActor : ReceiveActor, IWithTimers
 
     private BroadcastStreamStats Stats()
     {
-        var count = (int)Math.Min(_latencyCount, LatenciesKept);
-        var sorted = _latencies.Take(count).Order().ToArray();
-        double Percentile(double p) => count == 0 ? 0 : sorted[Math.Min(count - 1, (int)Math.Ceiling(p * count) - 1)];
         return new BroadcastStreamStats(
             _stream, _cursor.Joined, $"{_sender.Current}/{_receiver.Current}", _cursor.LastSeq, _sender.RoundsPublished, _sender.RoundsHealed,
-            _cursor.Delivered, _cursor.Duplicates, _cursor.Gaps, _sender.Gathers, _failed, _sender.InFlight,
-            new Dictionary<string, long>(_sentByType), new Dictionary<string, long>(_deliveredByType), Percentile(0.5), Percentile(0.99));
+            _cursor.Delivered, _cursor.Duplicates, _cursor.Gaps, _sender.Gathers, _statistics.Failed, _sender.InFlight,
+            _statistics.SentByType, _statistics.DeliveredByType, _statistics.CompletionMs(0.5), _statistics.CompletionMs(0.99));
     }
 
     private sealed record OpDone(int Epoch, Step Step, object? Value, Exception? Error);

@@ -5,6 +5,7 @@ using Akka.Cluster.Tools.Singleton;
 using Akka.Configuration;
 using Akka.DistributedData;
 using Akka.Pattern;
+using Lockstep.Actors.Membership;
 using Lockstep.Actors.Messaging;
 using Lockstep.Contracts.Locking;
 
@@ -177,23 +178,10 @@ public sealed class LockManager : ILockManager
             throw new ArgumentException(error, nameof(lockspace));
         }
 
-        var members = Cluster.Get(_system).State.Members.Where(m => m.Status == MemberStatus.Up).Select(m => m.Address).ToList();
-        var answers = await Task.WhenAll(members.Select(async address =>
-        {
-            try
-            {
-                var client = _system.ActorSelection(new RootActorPath(address) / "user" / ClientName);
-                return (address, (LocalLockResources?)await client.Ask<LocalLockResources>(new ListLocalLockResources(lockspace), _options.AskTimeout, cancellationToken));
-            }
-            catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
-            {
-                return (address, null);
-            }
-        }));
-
-        var resources = answers.Where(a => a.Item2 is not null).SelectMany(a => a.Item2!.Resources).OrderBy(r => r.EntityId, StringComparer.Ordinal).ToList();
-        var missing = answers.Where(a => a.Item2 is null).Select(a => a.address.ToString()).ToList();
-        return new LockspaceDump(resources, missing);
+        var members = Cluster.Get(_system).State.Members.Where(m => m.Status == MemberStatus.Up).Select(m => m.Address);
+        var answers = await MemberAsk.EachAsync<LocalLockResources>(_system, members, ClientName, new ListLocalLockResources(lockspace), _options.AskTimeout, cancellationToken);
+        var resources = answers.Answered().SelectMany(a => a.Resources).OrderBy(r => r.EntityId, StringComparer.Ordinal).ToList();
+        return new LockspaceDump(resources, answers.Missing());
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using Lockstep.Actors.Broadcast;
 using Lockstep.Contracts.Broadcast;
+using Lockstep.Hosting.Messaging;
 using Lockstep.Hosting.Node;
 using Lockstep.Hosting.Volumes;
 
@@ -134,10 +135,8 @@ public static class BroadcastEndpoints
             }
         })));
 
-        var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        var sorted = latencies.Order().ToArray();
-        double Percentile(double p) => sorted.Length == 0 ? 0 : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
-        return new BroadcastLoadView(sorted.Length, failed, [.. errors], [.. failedTags.Order()], seconds, sorted.Length / seconds, Percentile(0.5), Percentile(0.99));
+        var run = LatencySummary.From("load", [.. latencies], failed, Stopwatch.GetElapsedTime(started));
+        return new BroadcastLoadView(run.Calls, failed, [.. errors], [.. failedTags.Order()], run.Elapsed.TotalSeconds, run.PerSecond, run.P50Ms, run.P99Ms);
     }
 
     private static IResult? Refused(HttpContext http, LockstepOptions options) =>

@@ -44,7 +44,7 @@ public sealed class BroadcastPartitionTests(ITestOutputHelper output) : IAsyncLi
         await Eventually.UntilAsync("node 3 to have delivered some rounds", TimeSpan.FromSeconds(60), async () =>
         {
             await Task.Yield();
-            var lines = ReadLog(2).Length;
+            var lines = OrderLogs.Read(Log(2)).Length;
             return (lines > PerNode / 4, $"{lines} lines");
         });
         await NamespaceNetwork.Ip("link", "set", "lsbc-v3", "down");
@@ -65,43 +65,15 @@ public sealed class BroadcastPartitionTests(ITestOutputHelper output) : IAsyncLi
 
         Assert.True(clock.Elapsed < CallBound + TimeSpan.FromSeconds(60), $"the majority's loads took {clock.Elapsed}");
 
-        // The majority heals a round the cut-off node left half-delivered when it removes the node; give it time to settle.
-        var settle = Stopwatch.StartNew();
-        string[][] majority = [ReadLog(0), ReadLog(1)];
-        while (!majority[0].SequenceEqual(majority[1]) && settle.Elapsed < TimeSpan.FromSeconds(30))
-        {
-            await Task.Delay(500);
-            majority = [ReadLog(0), ReadLog(1)];
-        }
-
-        Assert.Equal(majority[0], majority[1]);
-        var minority = ReadLog(2);
-        foreach (var stream in Streams)
-        {
-            var ours = majority[0].Where(l => l.StartsWith(stream + " ", StringComparison.Ordinal)).ToArray();
-            var cut = minority.Where(l => l.StartsWith(stream + " ", StringComparison.Ordinal)).ToArray();
-            output.WriteLine($"{stream}: majority {ours.Length} messages, cut-off node {cut.Length}");
-            Assert.Equal(ours.Length, ours.Select(Message).Distinct().Count());
-            Assert.Equal(cut, ours.Take(cut.Length));
-        }
-
-        var delivered = majority[0].Select(Message).ToHashSet();
+        var majority = await OrderLogs.AgreedAsync(Log(0), Log(1), TimeSpan.FromSeconds(30), output.WriteLine);
+        OrderLogs.AssertLostNodeDeliveredAPrefix(majority, OrderLogs.Read(Log(2)), Streams, output.WriteLine);
         for (var node = 1; node <= 2; node++)
         {
-            Assert.Equal(0, Enumerable.Range(0, PerNode).Count(tag => !unknown[node - 1].Contains(tag) && !delivered.Contains($"Noop n{node} {tag}")));
+            OrderLogs.AssertEverySuccessfulCallDelivered(majority, $"n{node}", PerNode, unknown[node - 1]);
         }
     });
 
-    private static string Message(string line) => string.Join(' ', line.Split(' ').Skip(4));
-
     private static string Shorten(string body) => body.Length <= 600 ? body : body[..600] + "…";
 
-    /// <summary>A node's order log, streams one after another (each in its delivery order), without the ping stream.</summary>
-    private string[] ReadLog(int node)
-    {
-        var path = Path.Combine(_cluster.DataDirectory(node), "order.log");
-        return File.Exists(path)
-            ? File.ReadAllLines(path).Where(l => l.Length > 0 && !l.StartsWith("global ", StringComparison.Ordinal)).OrderBy(l => l.Split(' ')[0], StringComparer.Ordinal).ToArray()
-            : [];
-    }
+    private string Log(int node) => Path.Combine(_cluster.DataDirectory(node), "order.log");
 }

@@ -149,55 +149,11 @@ public sealed class BroadcastProcessTests(ITestOutputHelper output) : IAsyncLife
             unknown[i] = result.RootElement.GetProperty("failedTags").EnumerateArray().Select(t => t.GetInt32()).ToHashSet();
         }
 
-        // A round node 3 left half-delivered is published again by the next token holder after the removal (the
-        // survivors heal on MemberRemoved); wait until both logs stop changing, bounded.
-        // One order per stream is promised, not across streams: logs are compared stream by stream.
-        string[][] survivors = [ReadLog(0), ReadLog(1)];
-        var settle = Stopwatch.StartNew();
-        while (!survivors[0].SequenceEqual(survivors[1]) && settle.Elapsed < TimeSpan.FromSeconds(30))
-        {
-            await Task.Delay(500);
-            survivors = [ReadLog(0), ReadLog(1)];
-        }
-
-        if (!survivors[0].SequenceEqual(survivors[1]))
-        {
-            var first = Enumerable.Range(0, Math.Min(survivors[0].Length, survivors[1].Length)).FirstOrDefault(i => survivors[0][i] != survivors[1][i], Math.Min(survivors[0].Length, survivors[1].Length));
-            output.WriteLine($"logs differ at line {first} ({survivors[0].Length} vs {survivors[1].Length} lines)");
-            foreach (var n in new[] { 0, 1 })
-            {
-                output.WriteLine($"--- node {n + 1}");
-                survivors[n].Skip(Math.Max(0, first - 3)).Take(8).ToList().ForEach(output.WriteLine);
-            }
-        }
-
-        Assert.Equal(survivors[0], survivors[1]);
-
-        var dead = ReadLog(2);
-        foreach (var stream in Streams)
-        {
-            var one = survivors[0].Where(l => l.StartsWith(stream + " ", StringComparison.Ordinal)).ToArray();
-            var three = dead.Where(l => l.StartsWith(stream + " ", StringComparison.Ordinal)).ToArray();
-            Assert.Equal(one.Length, one.Distinct().Count());
-            Assert.Equal(one.Length, one.Select(Message).Distinct().Count());
-            Assert.Equal(three, one.Take(three.Length));
-            output.WriteLine($"{stream}: survivors {one.Length} messages in {one.Select(l => l.Split(' ')[1]).Distinct().Count()} rounds; node 3 had {three.Length}");
-        }
-
-        var delivered = survivors[0].Select(Message).ToHashSet();
+        var survivors = await OrderLogs.AgreedAsync(Log(0), Log(1), TimeSpan.FromSeconds(30), output.WriteLine);
+        OrderLogs.AssertLostNodeDeliveredAPrefix(survivors, OrderLogs.Read(Log(2)), Streams, output.WriteLine);
         for (var node = 1; node <= 2; node++)
         {
-            var missing = Enumerable.Range(0, PerNode).Count(tag => !unknown[node - 1].Contains(tag) && !delivered.Contains($"Noop b{node} {tag}"));
-            Assert.Equal(0, missing);
+            OrderLogs.AssertEverySuccessfulCallDelivered(survivors, $"b{node}", PerNode, unknown[node - 1]);
         }
     }
-
-    /// <summary>A log line without its round and position: "Noop origin tag".</summary>
-    private static string Message(string line) => string.Join(' ', line.Split(' ').Skip(4));
-
-    /// <summary>A node's order log with the streams one after another (each in its delivery order).</summary>
-    private string[] ReadLog(int node) =>
-        File.Exists(Log(node))
-            ? File.ReadAllLines(Log(node)).Where(l => l.Length > 0 && !l.StartsWith("global ", StringComparison.Ordinal)).OrderBy(l => l.Split(' ')[0], StringComparer.Ordinal).ToArray()
-            : [];
 }
